@@ -1,0 +1,43 @@
+# netjobs: top-level entry points. Each concern keeps its targets in mk/*.mk;
+# fragments append to APT_PACKAGES, TEST_TARGETS and MOLECULE_SCENARIOS.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+VBIN := $(VENV)/bin
+BUILD := build
+STAMPS := $(BUILD)/stamps
+
+APT_PACKAGES := git python3-venv
+TEST_TARGETS :=
+MOLECULE_SCENARIOS :=
+
+include $(sort $(wildcard mk/*.mk))
+
+.PHONY: help deps venv test
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+# apt packages every target may need; re-run only when the list changes.
+$(STAMPS)/apt-$(shell echo '$(sort $(APT_PACKAGES))' | md5sum | cut -c1-12):
+	@mkdir -p $(STAMPS)
+	@if ! dpkg-query -W -f='$${Status}\n' $(sort $(APT_PACKAGES)) 2>/dev/null | grep -qv '^install ok installed$$' \
+	    && [ "$$(dpkg-query -W -f='$${Status}\n' $(sort $(APT_PACKAGES)) 2>/dev/null | wc -l)" -eq "$(words $(sort $(APT_PACKAGES)))" ]; then \
+	  echo "apt packages already present"; \
+	else \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(sort $(APT_PACKAGES)); \
+	fi
+	@touch $@
+deps: $(STAMPS)/apt-$(shell echo '$(sort $(APT_PACKAGES))' | md5sum | cut -c1-12) ## install the Debian packages the targets need
+
+$(VBIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VBIN)/pip install -q -U pip wheel
+	$(VBIN)/pip install -q -e '.[test,deploy]'
+	@touch $@
+venv: $(VBIN)/.installed ## create the development virtualenv (.venv)
+
+test: deps venv $(TEST_TARGETS) ## lint, app tests and every Molecule scenario (what CI runs)
+	@echo "make test: all of $(TEST_TARGETS) passed"
