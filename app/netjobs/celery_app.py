@@ -1,0 +1,22 @@
+"""The Celery application. Importing this module reads no settings and opens no connection:
+configuration is built from :mod:`netjobs.config` when Celery first needs it."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+TASK_MODULES = (
+    "netjobs.tasks.diag",
+    "netjobs.tasks.network",
+    "netjobs.tasks.backup",
+    "netjobs.tasks.inventory",
+    "netjobs.tasks.compliance",
+    "netjobs.tasks.maintenance",
+)
+
+app = Celery("netjobs", include=list(TASK_MODULES))
+app.config_from_object("netjobs.celeryconfig")
+
+# Signal handlers: job history and per-process database engines.
+import netjobs.history  # noqa: E402,F401
+import netjobs.db.lifecycle  # noqa: E402,F401

@@ -1,0 +1,256 @@
+"""Settings: read once from the environment (``NETJOBS_*``) and validated.
+
+Every other module gets its configuration from :func:`get_settings`. A bad value raises
+:class:`ConfigError` whose message names the variable; the CLI and the Celery app turn that into
+one line on stderr instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zoneinfo
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Mapping, TypeVar
+from urllib.parse import urlsplit
+
+BASE_QUEUES: tuple[str, ...] = ("default", "backup", "network", "heavy")
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed. The message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker_url: str
+    result_backend_url: str
+    redbeat_url: str
+    database_url: str
+    timezone: str = "UTC"
+    backup_repo: Path = Path("/var/lib/netjobs/config-backups")
+    extra_queues: tuple[str, ...] = ()
+    task_soft_time_limit: int = 540
+    task_time_limit: int = 600
+    heavy_soft_time_limit: int = 3300
+    heavy_time_limit: int = 3600
+    visibility_timeout: int = 7200
+    result_expires: int = 86400
+    history_retention_days: int = 90
+    history_enabled: bool = True
+    device_username: str = ""
+    device_password: str = field(default="", repr=False)
+    device_key_file: str = ""
+    device_credentials_file: str = ""
+    sweep_max_addresses: int = 65536
+    sweep_concurrency: int = 1024
+    icmp_enabled: bool = False
+    compliance_rules: Path = Path("/etc/netjobs/compliance.yml")
+    beat_max_interval: int = 60
+    redbeat_lock_timeout: int = 300
+    redbeat_key_prefix: str = "netjobs:redbeat:"
+    backlog_threshold: int = 1000
+    max_retries: int = 5
+    retry_backoff: float = 2.0
+    retry_backoff_max: int = 300
+    log_level: str = "INFO"
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        return BASE_QUEUES + tuple(q for q in self.extra_queues if q not in BASE_QUEUES)
+
+    @property
+    def longest_time_limit(self) -> int:
+        return max(self.task_time_limit, self.heavy_time_limit)
+
+
+# --- parsers: each takes the raw string and raises ValueError with a short reason --------------
+
+
+def _redis_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("redis", "rediss", "redis+socket"):
+        raise ValueError("must be a redis:// or rediss:// URL")
+    if parts.scheme != "redis+socket" and not parts.hostname:
+        raise ValueError("has no host")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    return raw
+
+
+def _database_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if not parts.scheme.startswith("postgresql"):
+        raise ValueError("must be a postgresql+psycopg2:// URL")
+    if parts.scheme == "postgresql":
+        raw = "postgresql+psycopg2" + raw[len("postgresql"):]
+    elif parts.scheme != "postgresql+psycopg2":
+        raise ValueError("must use the psycopg2 driver (postgresql+psycopg2://)")
+    if not parts.hostname and "host=" not in parts.query:
+        raise ValueError("has no host")
+    if not parts.path.strip("/"):
+        raise ValueError("has no database name")
+    return raw
+
+
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"must be a whole number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _float_between(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"must be a number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"must be true or false, got {raw!r}")
+
+
+def _timezone(raw: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(raw)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"is not a known IANA time zone: {raw!r}") from None
+    return raw
+
+
+def _queue_list(raw: str) -> tuple[str, ...]:
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    for name in names:
+        if not _QUEUE_NAME.match(name):
+            raise ValueError(f"has an invalid queue name {name!r} (letters, digits, _ . -)")
+    return tuple(dict.fromkeys(names))
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError(f"must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {raw!r}")
+    return level
+
+
+def _key_prefix(raw: str) -> str:
+    if not raw or any(c.isspace() for c in raw):
+        raise ValueError("must be a non-empty string without spaces")
+    return raw
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from ``env`` (default: ``os.environ``). Raises ConfigError."""
+    env = os.environ if env is None else env
+
+    def read(name: str, parse: Callable[[str], T], default: T | None = None, required: bool = False) -> T:
+        var = f"NETJOBS_{name}"
+        raw = env.get(var)
+        if raw is None or (raw.strip() == "" and required):
+            if required:
+                raise ConfigError(f"{var} is not set (see /etc/netjobs/netjobs.env)")
+            return default  # type: ignore[return-value]
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{var} {exc}") from None
+
+    broker = read("BROKER_URL", _redis_url, required=True)
+    values = dict(
+        broker_url=broker,
+        result_backend_url=read("RESULT_BACKEND_URL", _redis_url, broker),
+        redbeat_url=read("REDBEAT_URL", _redis_url, broker),
+        database_url=read("DATABASE_URL", _database_url, required=True),
+        timezone=read("TIMEZONE", _timezone, "UTC"),
+        backup_repo=read("BACKUP_REPO", Path, Settings.backup_repo),
+        extra_queues=read("EXTRA_QUEUES", _queue_list, ()),
+        task_soft_time_limit=read("TASK_SOFT_TIME_LIMIT", _int_between(1, 86400), 540),
+        task_time_limit=read("TASK_TIME_LIMIT", _int_between(1, 86400), 600),
+        heavy_soft_time_limit=read("HEAVY_SOFT_TIME_LIMIT", _int_between(1, 86400), 3300),
+        heavy_time_limit=read("HEAVY_TIME_LIMIT", _int_between(1, 86400), 3600),
+        visibility_timeout=read("VISIBILITY_TIMEOUT", _int_between(60, 7 * 86400), 7200),
+        result_expires=read("RESULT_EXPIRES", _int_between(60, 30 * 86400), 86400),
+        history_retention_days=read("HISTORY_RETENTION_DAYS", _int_between(1, 3650), 90),
+        history_enabled=read("HISTORY_ENABLED", _bool, True),
+        device_username=read("DEVICE_USERNAME", _text, ""),
+        device_password=read("DEVICE_PASSWORD", _text, ""),
+        device_key_file=read("DEVICE_KEY_FILE", _text, ""),
+        device_credentials_file=read("DEVICE_CREDENTIALS_FILE", _text, ""),
+        sweep_max_addresses=read("SWEEP_MAX_ADDRESSES", _int_between(1, 1 << 24), 65536),
+        sweep_concurrency=read("SWEEP_CONCURRENCY", _int_between(1, 20000), 1024),
+        icmp_enabled=read("ICMP_ENABLED", _bool, False),
+        compliance_rules=read("COMPLIANCE_RULES", Path, Settings.compliance_rules),
+        beat_max_interval=read("BEAT_MAX_INTERVAL", _int_between(1, 3600), 60),
+        redbeat_lock_timeout=read("REDBEAT_LOCK_TIMEOUT", _int_between(2, 86400), 300),
+        redbeat_key_prefix=read("REDBEAT_KEY_PREFIX", _key_prefix, "netjobs:redbeat:"),
+        backlog_threshold=read("BACKLOG_THRESHOLD", _int_between(1, 10**9), 1000),
+        max_retries=read("MAX_RETRIES", _int_between(0, 100), 5),
+        retry_backoff=read("RETRY_BACKOFF", _float_between(0.01, 3600), 2.0),
+        retry_backoff_max=read("RETRY_BACKOFF_MAX", _int_between(1, 86400), 300),
+        log_level=read("LOG_LEVEL", _log_level, "INFO"),
+    )
+    settings = Settings(**values)
+    _check_relations(settings)
+    return settings
+
+
+def _check_relations(s: Settings) -> None:
+    if s.task_soft_time_limit >= s.task_time_limit:
+        raise ConfigError("NETJOBS_TASK_SOFT_TIME_LIMIT must be lower than NETJOBS_TASK_TIME_LIMIT")
+    if s.heavy_soft_time_limit >= s.heavy_time_limit:
+        raise ConfigError("NETJOBS_HEAVY_SOFT_TIME_LIMIT must be lower than NETJOBS_HEAVY_TIME_LIMIT")
+    # kombu#337: a message still unacked after visibility_timeout is redelivered to another worker.
+    if s.visibility_timeout <= s.longest_time_limit:
+        raise ConfigError(
+            f"NETJOBS_VISIBILITY_TIMEOUT ({s.visibility_timeout}s) must exceed the longest task time "
+            f"limit ({s.longest_time_limit}s), or running tasks are delivered twice"
+        )
+    # Only one beat may run: its lock must outlive the longest pause between two ticks.
+    if s.redbeat_lock_timeout <= s.beat_max_interval:
+        raise ConfigError(
+            f"NETJOBS_REDBEAT_LOCK_TIMEOUT ({s.redbeat_lock_timeout}s) must exceed "
+            f"NETJOBS_BEAT_MAX_INTERVAL ({s.beat_max_interval}s)"
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, loaded on first use."""
+    return load_settings()
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests change the environment between cases)."""
+    get_settings.cache_clear()

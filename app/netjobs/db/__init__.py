@@ -1,0 +1,1 @@
+"""PostgreSQL access: models, per-process engines, migrations."""

@@ -1,0 +1,152 @@
+"""Tables. The schema itself is created only by the Alembic migrations in ``migrations/``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Device(Base):
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    mgmt_address: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer, default=22, server_default="22")
+    platform: Mapped[str] = mapped_column(String(64))
+    site: Mapped[str | None] = mapped_column(String(255))
+    tags: Mapped[list[str]] = mapped_column(ARRAY(String(64)), default=list, server_default="{}")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    credentials_ref: Mapped[str] = mapped_column(String(64), default="default", server_default="default")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+    snapshots: Mapped[list[ConfigSnapshot]] = relationship(back_populates="device")
+
+
+class JobRun(Base):
+    """One row per task id, updated as the task moves through its states (see netjobs.history)."""
+
+    __tablename__ = "job_runs"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(64), unique=True)
+    task_name: Mapped[str | None] = mapped_column(String(255))
+    parent_id: Mapped[str | None] = mapped_column(String(64))
+    root_id: Mapped[str | None] = mapped_column(String(64))
+    group_id: Mapped[str | None] = mapped_column(String(64))
+    queue: Mapped[str | None] = mapped_column(String(64))
+    worker: Mapped[str | None] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16))
+    state_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    duration_ms: Mapped[int | None] = mapped_column(BigInteger)
+    args_summary: Mapped[str | None] = mapped_column(Text)
+    result_summary: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_job_runs_task_name_state_at", "task_name", "state_at"),
+        Index("ix_job_runs_state_at", "state_at"),
+        Index("ix_job_runs_state", "state"),
+    )
+
+
+class DeadLetter(Base):
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(64), unique=True)
+    task_name: Mapped[str] = mapped_column(String(255))
+    queue: Mapped[str | None] = mapped_column(String(64))
+    args: Mapped[list] = mapped_column(JSONB, default=list)
+    kwargs: Mapped[dict] = mapped_column(JSONB, default=dict)
+    error: Mapped[str] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    requeued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    requeued_task_id: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_dead_letters_failed_at", "failed_at"),)
+
+
+class ConfigSnapshot(Base):
+    __tablename__ = "config_snapshots"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    collected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    content_hash: Mapped[str] = mapped_column(String(64))
+    git_commit: Mapped[str | None] = mapped_column(String(64))
+    changed: Mapped[bool] = mapped_column(Boolean)
+    task_id: Mapped[str | None] = mapped_column(String(64))
+
+    device: Mapped[Device] = relationship(back_populates="snapshots")
+
+    __table_args__ = (
+        # A redelivered backup of the same content must not add a second row.
+        UniqueConstraint("device_id", "content_hash", "task_id", name="uq_config_snapshots_device_hash_task"),
+        Index("ix_config_snapshots_device_collected", "device_id", "collected_at"),
+    )
+
+
+class ReachabilityResult(Base):
+    __tablename__ = "reachability_results"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    sweep_id: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    port: Mapped[int | None] = mapped_column(Integer)
+    method: Mapped[str] = mapped_column(String(8))
+    reachable: Mapped[bool] = mapped_column(Boolean)
+    rtt_ms: Mapped[float | None]
+    error: Mapped[str | None] = mapped_column(String(255))
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id", ondelete="SET NULL"))
+    checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        UniqueConstraint("sweep_id", "address", "port", "method", name="uq_reachability_sweep_target"),
+        Index("ix_reachability_address_checked", "address", "checked_at"),
+    )
+
+
+class ComplianceResult(Base):
+    __tablename__ = "compliance_results"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    snapshot_id: Mapped[int | None] = mapped_column(ForeignKey("config_snapshots.id", ondelete="SET NULL"))
+    rule: Mapped[str] = mapped_column(String(255))
+    passed: Mapped[bool] = mapped_column(Boolean)
+    detail: Mapped[str | None] = mapped_column(Text)
+    checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "device_id", "rule", name="uq_compliance_run_device_rule"),
+        Index("ix_compliance_device_checked", "device_id", "checked_at"),
+    )

@@ -1,0 +1,1 @@
+"""Plain-Python job logic, callable and testable without Celery."""

@@ -1,0 +1,1 @@
+"""Tasks of the compliance family (being written)."""

@@ -1,0 +1,46 @@
+"""Diagnostic tasks for smoke tests, warm-stop checks and exercising the retry path."""
+
+from __future__ import annotations
+
+import time
+
+from netjobs.celery_app import app
+from netjobs.errors import TransientError, ValidationError
+from netjobs.tasks.base import NetjobsTask
+
+
+@app.task(base=NetjobsTask, name="netjobs.diag.ping")
+def ping() -> str:
+    return "pong"
+
+
+@app.task(base=NetjobsTask, bind=True, name="netjobs.diag.sleep")
+def sleep(self, seconds: float = 1.0) -> dict:
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 <= seconds <= 3600:
+        raise ValidationError(f"seconds must be a number from 0 to 3600, got {seconds!r}")
+    started = time.monotonic()
+    steps = max(1, int(seconds))
+    for step in range(steps):
+        time.sleep(seconds / steps)
+        self.progress(step + 1, steps)
+    return {"slept": round(time.monotonic() - started, 3)}
+
+
+@app.task(base=NetjobsTask, bind=True, name="netjobs.diag.flaky")
+def flaky(self, token: str, failures: int) -> dict:
+    """Fail with a transient error ``failures`` times per ``token``, then succeed."""
+    import redis
+
+    from netjobs.config import get_settings
+
+    client = redis.Redis.from_url(get_settings().broker_url)
+    attempt = client.incr(f"netjobs:diag:flaky:{token}")
+    client.expire(f"netjobs:diag:flaky:{token}", 3600)
+    if attempt <= failures:
+        raise TransientError(f"simulated transient failure {attempt} of {failures}")
+    return {"attempts": attempt}
+
+
+@app.task(base=NetjobsTask, name="netjobs.diag.fail")
+def fail(message: str = "simulated permanent failure") -> None:
+    raise ValidationError(message)

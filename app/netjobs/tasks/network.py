@@ -1,0 +1,1 @@
+"""Tasks of the network family (being written)."""
