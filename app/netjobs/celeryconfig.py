@@ -32,7 +32,6 @@ def celery_settings(s: Settings) -> dict:
         "enable_utc": True,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        "task_acks_on_failure_or_timeout": True,
         "task_track_started": True,
         "task_soft_time_limit": s.task_soft_time_limit,
         "task_time_limit": s.task_time_limit,

@@ -58,7 +58,7 @@ def test_ping_runs_on_real_worker_and_history_survives_result_expiry(worker, db,
     assert row["worker"] == worker.hostname
     assert row["published_at"] is not None and row["started_at"] is not None
     assert row["duration_ms"] is not None and row["duration_ms"] >= 0
-    assert row["result_summary"] == "'pong'"
+    assert row["result_summary"] == "pong"
     # The Redis result expires; the history row does not depend on it.
     redis_client.delete(f"celery-task-meta-{result.id}")
     assert job_run(db, result.id)["state"] == "SUCCESS"
