@@ -44,3 +44,22 @@ def flaky(self, token: str, failures: int) -> dict:
 @app.task(base=NetjobsTask, name="netjobs.diag.fail")
 def fail(message: str = "simulated permanent failure") -> None:
     raise ValidationError(message)
+
+
+@app.task(base=NetjobsTask, name="netjobs.diag.db_roundtrip")
+def db_roundtrip(queries: int = 10) -> dict:
+    """Run a few queries on this process's pool; reports which PostgreSQL backend served them."""
+    import os
+
+    from sqlalchemy import text
+
+    from netjobs.db.engine import get_engine
+
+    if not isinstance(queries, int) or isinstance(queries, bool) or not 1 <= queries <= 10000:
+        raise ValidationError(f"queries must be a whole number from 1 to 10000, got {queries!r}")
+    backends = set()
+    with get_engine().connect() as conn:
+        for _ in range(queries):
+            backends.add(conn.execute(text("SELECT pg_backend_pid()")).scalar())
+            conn.execute(text("SELECT count(*) FROM job_runs"))
+    return {"pid": os.getpid(), "backends": sorted(backends)}

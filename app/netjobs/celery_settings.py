@@ -1,0 +1,61 @@
+"""Celery settings derived from netjobs Settings (a pure function, no side effects)."""
+
+from __future__ import annotations
+
+from netjobs.config import Settings
+from netjobs.queues import QueueTimeLimits, declare_queues, route_task
+from netjobs.schedule import default_schedule
+
+
+def celery_settings(s: Settings) -> dict:
+    transport = {
+        # kombu#337: must exceed the longest hard time limit, or long tasks run twice.
+        "visibility_timeout": s.visibility_timeout,
+        "socket_keepalive": True,
+        "health_check_interval": 25,
+        "retry_on_timeout": True,
+    }
+    return {
+        "broker_url": s.broker_url,
+        "result_backend": s.result_backend_url,
+        "broker_transport_options": dict(transport),
+        "result_backend_transport_options": dict(transport),
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "broker_heartbeat": 0,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "event_serializer": "json",
+        "timezone": s.timezone,
+        "enable_utc": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_track_started": True,
+        "task_soft_time_limit": s.task_soft_time_limit,
+        "task_time_limit": s.task_time_limit,
+        "task_annotations": (QueueTimeLimits(s),),
+        "result_expires": s.result_expires,
+        "result_extended": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts_level": s.log_level,
+        "task_queues": declare_queues(s),
+        "task_default_queue": "default",
+        "task_default_exchange": "default",
+        "task_default_routing_key": "default",
+        "task_routes": (route_task,),
+        "task_create_missing_queues": False,
+        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "beat_max_loop_interval": s.beat_max_interval,
+        "beat_schedule": default_schedule(s),
+        "redbeat_redis_url": s.redbeat_url,
+        "redbeat_key_prefix": s.redbeat_key_prefix,
+        # Only one beat may act: its lock must outlive the longest sleep between ticks.
+        "redbeat_lock_timeout": s.redbeat_lock_timeout,
+        "redbeat_lock_key": f"{s.redbeat_key_prefix}lock",
+    }
+
