@@ -57,7 +57,7 @@ class Settings:
     backlog_threshold: int = 1000
     max_retries: int = 5
     retry_backoff: float = 2.0
-    retry_backoff_max: int = 300
+    retry_backoff_max: float = 300.0
     log_level: str = "INFO"
 
     @property
@@ -218,7 +218,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         backlog_threshold=read("BACKLOG_THRESHOLD", _int_between(1, 10**9), 1000),
         max_retries=read("MAX_RETRIES", _int_between(0, 100), 5),
         retry_backoff=read("RETRY_BACKOFF", _float_between(0.01, 3600), 2.0),
-        retry_backoff_max=read("RETRY_BACKOFF_MAX", _int_between(1, 86400), 300),
+        retry_backoff_max=read("RETRY_BACKOFF_MAX", _float_between(0.01, 86400), 300.0),
         log_level=read("LOG_LEVEL", _log_level, "INFO"),
     )
     settings = Settings(**values)
