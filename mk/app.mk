@@ -5,3 +5,7 @@ TEST_TARGETS := test-app $(TEST_TARGETS)
 .PHONY: test-app
 test-app: deps venv ## app tests against throwaway Redis, PostgreSQL, Celery workers and SSH simulators
 	$(VBIN)/pytest -q
+
+.PHONY: demo
+demo: deps venv ## run the platform locally (throwaway Redis/PostgreSQL, workers, beat, Flower) with a sweep and a backup; KEEP=1 stays up
+	$(VBIN)/python tools/demo.py $(if $(KEEP),--keep)
