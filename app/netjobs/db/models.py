@@ -124,6 +124,8 @@ class ReachabilityResult(Base):
     method: Mapped[str] = mapped_column(String(8))
     reachable: Mapped[bool] = mapped_column(Boolean)
     rtt_ms: Mapped[float | None]
+    # open / closed / filtered / unreachable / error (TCP), up / down (ICMP); see services/sweep.py.
+    state: Mapped[str | None] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(String(255))
     device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id", ondelete="SET NULL"))
     checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
