@@ -1,0 +1,133 @@
+"""Command line of the device simulator (see ``--help``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from netjobs.devsim.server import Fleet, load_host_key, read_authorized_keys
+from netjobs.devsim.shells import FAIL_MODES, PLATFORMS, DeviceSpec
+
+PASSWORD_ENV = "NETJOBS_DEVSIM_PASSWORD"
+
+
+def _platforms(raw: str) -> list[str]:
+    names = [p.strip() for p in raw.split(",") if p.strip()]
+    bad = [p for p in names if p not in PLATFORMS]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(f"unknown platform {', '.join(bad) or raw!r} (choose from {', '.join(PLATFORMS)})")
+    return names
+
+
+def _port(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {raw!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {value}")
+    return value
+
+
+def _count(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
+    if not 1 <= value <= 5000:
+        raise argparse.ArgumentTypeError(f"count must be 1-5000, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m netjobs.devsim",
+        description="Serve simulated network devices over real SSH (password or public-key login).",
+    )
+    p.add_argument("--listen", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=2222, help="port of the first device; 0 picks free ports")
+    p.add_argument("--base-port", type=_port, help="same as --port, for --count")
+    p.add_argument("--count", type=_count, default=1, help="number of devices, on consecutive ports")
+    p.add_argument("--platform", type=_platforms, default=["cisco_ios"],
+                   help=f"one of {', '.join(PLATFORMS)}; a comma list is cycled over --count devices")
+    p.add_argument("--hostname", default="R1", help="device hostname; with --count N: NAME-001 ... NAME-N")
+    p.add_argument("--username", required=True, help="login user name")
+    p.add_argument("--password", help=f"login password (or set {PASSWORD_ENV})")
+    p.add_argument("--secret", default="", help="enable secret (default: the password)")
+    p.add_argument("--config-file", type=Path, help="configuration body shown by every device (re-read on each show)")
+    p.add_argument("--config-dir", type=Path, help="per-device bodies: DIR/HOSTNAME.cfg, re-read on each show")
+    p.add_argument("--fail-mode", choices=FAIL_MODES, default="none",
+                   help="disconnect-mid-session drops the connection while sending the configuration; "
+                        "hang never answers the configuration command")
+    p.add_argument("--host-key", type=Path, help="ECDSA host key file, created if missing (default: new key per run)")
+    p.add_argument("--authorized-keys", type=Path, help="OpenSSH authorized_keys file for public-key login")
+    p.add_argument("--ports-file", type=Path, help="write {hostname: port} as JSON here once listening")
+    p.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return p
+
+
+def hostnames(base: str, count: int) -> list[str]:
+    if count == 1:
+        return [base]
+    width = max(3, len(str(count)))
+    return [f"{base}-{i:0{width}d}" for i in range(1, count + 1)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    password = args.password if args.password is not None else os.environ.get(PASSWORD_ENV)
+    if not password and not args.authorized_keys:
+        parser.error(f"give --password (or {PASSWORD_ENV}) or --authorized-keys")
+    logging.basicConfig(level=args.log_level, format="devsim %(levelname)s %(message)s")
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)  # client hang-ups are normal here
+
+    try:
+        keys = read_authorized_keys(args.authorized_keys) if args.authorized_keys else frozenset()
+        host_key = load_host_key(args.host_key)
+    except (OSError, ValueError) as exc:
+        print(f"devsim: cannot read keys: {exc}", file=sys.stderr)
+        return 1
+
+    base_port = args.base_port if args.base_port is not None else args.port
+    fleet = Fleet(host_key)
+    ports: dict[str, int] = {}
+    for index, name in enumerate(hostnames(args.hostname, args.count)):
+        config_file = args.config_file
+        if args.config_dir is not None:
+            config_file = args.config_dir / f"{name}.cfg"
+        device = DeviceSpec(platform=args.platform[index % len(args.platform)], hostname=name,
+                            username=args.username, password=password or "", secret=args.secret,
+                            config_file=config_file, fail_mode=args.fail_mode, authorized_keys=keys)
+        port = base_port + index if base_port else 0
+        try:
+            ports[name] = fleet.add(device, args.listen, port)
+        except OSError as exc:
+            print(f"devsim: cannot listen on {args.listen}:{port}: {exc.strerror or exc}", file=sys.stderr)
+            fleet.stop()
+            return 1
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    fleet.start()
+    if args.ports_file:
+        tmp = args.ports_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(ports))
+        tmp.replace(args.ports_file)
+    first, last = min(ports.values()), max(ports.values())
+    span = f"{first}" if first == last else f"{first}-{last}"
+    print(f"devsim: {len(ports)} device(s) listening on {args.listen}:{span}", flush=True)
+    stop.wait()
+    fleet.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,385 @@
+"""The command line of each simulated platform: prompts, modes, the commands Netmiko sends.
+
+A shell turns one input line into a :class:`Reply`. It knows nothing about SSH; the server feeds
+it lines and writes replies (with ``\\r\\n`` line endings, as devices do).
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from netjobs.devsim.configs import load_body, running_config
+
+PLATFORMS = ("cisco_ios", "arista_eos", "juniper_junos", "linux")
+FAIL_MODES = ("none", "disconnect-mid-session", "hang")
+BOOT_TIME = time.time()
+
+
+@dataclass
+class DeviceSpec:
+    platform: str
+    hostname: str
+    username: str
+    password: str = field(repr=False)
+    secret: str = field(default="", repr=False)  # enable secret; empty means the login password
+    config_file: Path | None = None
+    fail_mode: str = "none"
+    authorized_keys: frozenset[tuple[str, str]] = frozenset()  # (key type, base64)
+
+    def __post_init__(self):
+        if self.platform not in PLATFORMS:
+            raise ValueError(f"unknown platform {self.platform!r} (one of {', '.join(PLATFORMS)})")
+        if self.fail_mode not in FAIL_MODES:
+            raise ValueError(f"unknown fail mode {self.fail_mode!r} (one of {', '.join(FAIL_MODES)})")
+
+    def body(self) -> str:
+        return load_body(self.platform, self.hostname, self.config_file)
+
+    def show_config(self) -> str:
+        return running_config(self.platform, self.hostname, self.body())
+
+
+@dataclass
+class Reply:
+    text: str = ""
+    close: bool = False  # the session ends after the text (exit, logout)
+    is_config: bool = False  # the text is the configuration (where fail modes strike)
+
+
+def uptime_text() -> str:
+    seconds = int(time.time() - BOOT_TIME) + 3 * 86400
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    return f"{days} days, {hours} hours, {rest // 60} minutes, {rest % 60} seconds"
+
+
+def resolve(tokens: list[str], commands: dict[tuple[str, ...], str]) -> tuple[str, str | int | None]:
+    """Match abbreviated ``tokens`` against command word tuples, the way IOS-like CLIs do.
+
+    Returns ("ok", handler), ("invalid", token index), ("ambiguous", token index) or ("incomplete", None).
+    ``"<arg>"`` in a command tuple matches any one token.
+    """
+    candidates = list(commands)
+    for index, token in enumerate(tokens):
+        word = token.lower()
+        matching = [c for c in candidates if len(c) > index and (c[index] == "<arg>" or c[index].startswith(word))]
+        if not matching:
+            return "invalid", index
+        exact = [c for c in matching if c[index] in (word, "<arg>")]
+        if exact:
+            matching = exact
+        elif len({c[index] for c in matching}) > 1:
+            return "ambiguous", index
+        candidates = matching
+    complete = [c for c in candidates if len(c) == len(tokens)]
+    if not complete:
+        return "incomplete", None
+    return "ok", commands[complete[0]]
+
+
+def caret_at(tokens: list[str], index: int, offset: int) -> str:
+    column = offset + len(" ".join(tokens[:index])) + (1 if index else 0)
+    return " " * column + "^"
+
+
+class Shell:
+    """Base: subclasses set the prompt and command table."""
+
+    def __init__(self, device: DeviceSpec, username: str):
+        self.device = device
+        self.username = username
+        self.awaiting_secret = False  # the next line is a password: not echoed
+        self.secret_tries = 0
+
+    def greeting(self) -> str:
+        return "\n" + self.prompt()
+
+    def prompt(self) -> str:
+        raise NotImplementedError
+
+    def handle(self, line: str) -> Reply:
+        raise NotImplementedError
+
+    def check_secret(self, given: str) -> bool:
+        expected = self.device.secret or self.device.password
+        return hmac.compare_digest(given.encode(), expected.encode())
+
+
+class CiscoLikeShell(Shell):
+    """cisco_ios and arista_eos: user EXEC ``R1>``, privileged ``R1#``, config ``R1(config)#``."""
+
+    enable_needs_secret = True
+
+    def __init__(self, device: DeviceSpec, username: str):
+        super().__init__(device, username)
+        self.privileged = False
+        self.config_mode = False
+
+    def prompt(self) -> str:
+        host = self.device.hostname
+        if self.config_mode:
+            return f"{host}(config)#"
+        return f"{host}#" if self.privileged else f"{host}>"
+
+    def commands(self) -> dict[tuple[str, ...], str]:
+        table = {
+            ("enable",): "enable", ("disable",): "disable", ("exit",): "exit", ("logout",): "exit",
+            ("quit",): "exit", ("terminal", "length", "<arg>"): "term_length",
+            ("terminal", "width", "<arg>"): "term_width", ("show", "version"): "version",
+            ("show", "clock"): "clock",
+        }
+        if self.privileged:
+            table |= {("show", "running-config"): "running", ("show", "startup-config"): "startup",
+                      ("configure", "terminal"): "configure"}
+        return table
+
+    def handle(self, line: str) -> Reply:
+        if self.awaiting_secret:
+            return self.finish_enable(line)
+        command, _, pipe = line.partition("|")
+        tokens = command.split()
+        if not tokens:
+            return Reply(self.prompt())
+        if self.config_mode:
+            return self.handle_config(tokens)
+        status, found = resolve(tokens, self.commands())
+        if status == "ok":
+            reply = getattr(self, f"do_{found}")(tokens)
+            if reply.close or self.awaiting_secret:
+                return reply
+            if pipe and reply.text:
+                reply.text = self.apply_pipe(reply.text, pipe.strip())
+            reply.text += self.prompt()
+            return reply
+        return Reply(self.error(status, tokens, found) + self.prompt())
+
+    def error(self, status: str, tokens: list[str], index) -> str:
+        if status == "ambiguous":
+            return f'% Ambiguous command:  "{" ".join(tokens)}"\n'
+        if status == "incomplete":
+            return "% Incomplete command.\n\n"
+        return f"{caret_at(tokens, index, len(self.prompt()))}\n% Invalid input detected at '^' marker.\n\n"
+
+    def apply_pipe(self, text: str, pipe: str) -> str:
+        verb, _, pattern = pipe.partition(" ")
+        lines = text.splitlines()
+        try:
+            regex = re.compile(pattern.strip())
+        except re.error:
+            return "% Invalid regular expression\n"
+        if "include".startswith(verb) and verb:
+            lines = [ln for ln in lines if regex.search(ln)]
+        elif "exclude".startswith(verb) and verb:
+            lines = [ln for ln in lines if not regex.search(ln)]
+        elif "begin".startswith(verb) and verb:
+            start = next((i for i, ln in enumerate(lines) if regex.search(ln)), len(lines))
+            lines = lines[start:]
+        else:
+            return "% Invalid input detected at '^' marker.\n"
+        return "\n".join(lines) + "\n"
+
+    def handle_config(self, tokens: list[str]) -> Reply:
+        if tokens[0].lower() in ("end", "\x1a") or (tokens[0].lower() == "exit"):
+            self.config_mode = False
+        return Reply(self.prompt())  # configuration lines are accepted and ignored
+
+    def do_enable(self, tokens) -> Reply:
+        if self.privileged:
+            return Reply()
+        if not self.enable_needs_secret:
+            self.privileged = True
+            return Reply()
+        self.awaiting_secret = True
+        return Reply("Password: ")
+
+    def finish_enable(self, given: str) -> Reply:
+        self.awaiting_secret = False
+        if self.check_secret(given):
+            self.privileged = True
+            self.secret_tries = 0
+            return Reply("\n" + self.prompt())
+        self.secret_tries += 1
+        if self.secret_tries < 3:
+            self.awaiting_secret = True
+            return Reply("\nPassword: ")
+        self.secret_tries = 0
+        return Reply("\n% Bad secrets\n\n" + self.prompt())
+
+    def do_disable(self, tokens) -> Reply:
+        self.privileged = False
+        return Reply()
+
+    def do_exit(self, tokens) -> Reply:
+        return Reply("", close=True)
+
+    def do_term_length(self, tokens) -> Reply:
+        return Reply()
+
+    def do_term_width(self, tokens) -> Reply:
+        return Reply()
+
+    def do_version(self, tokens) -> Reply:
+        return Reply(f"Cisco IOS Software, IOSv Software (VIOS-ADVENTERPRISEK9-M), Version 15.9(3)M6\n"
+                     f"{self.device.hostname} uptime is {uptime_text()}\n")
+
+    def do_clock(self, tokens) -> Reply:
+        return Reply(time.strftime("*%H:%M:%S.000 UTC %a %b %-d %Y\n", time.gmtime()))
+
+    def do_running(self, tokens) -> Reply:
+        return Reply(self.device.show_config(), is_config=True)
+
+    def do_startup(self, tokens) -> Reply:
+        return Reply(self.device.show_config())
+
+    def do_configure(self, tokens) -> Reply:
+        self.config_mode = True
+        return Reply("Enter configuration commands, one per line.  End with CNTL/Z.\n")
+
+
+class EosShell(CiscoLikeShell):
+    # A default EOS account has no enable secret.
+    enable_needs_secret = False
+
+    def commands(self):
+        table = super().commands()
+        table[("show", "running-config")] = "running"  # present in both modes, refused unprivileged
+        return table
+
+    def error(self, status, tokens, index) -> str:
+        if status == "ambiguous":
+            return "% Ambiguous command\n"
+        if status == "incomplete":
+            return "% Incomplete command\n"
+        return "% Invalid input\n"
+
+    def do_term_length(self, tokens) -> Reply:
+        return Reply("Pagination disabled.\n")
+
+    def do_term_width(self, tokens) -> Reply:
+        return Reply(f"Width set to {tokens[-1]} columns.\n")
+
+    def do_version(self, tokens) -> Reply:
+        return Reply(f"Arista vEOS-lab\nSoftware image version: 4.31.2F\nUptime: {uptime_text()}\n")
+
+    def do_running(self, tokens) -> Reply:
+        if not self.privileged:
+            return Reply("% Invalid input (privileged mode required)\n")
+        return super().do_running(tokens)
+
+
+class JunosShell(Shell):
+    """``user@R1> `` operational mode; ``root`` logs in to the FreeBSD shell and types ``cli``."""
+
+    def __init__(self, device: DeviceSpec, username: str):
+        super().__init__(device, username)
+        self.in_unix_shell = username == "root"
+
+    def prompt(self) -> str:
+        if self.in_unix_shell:
+            return f"root@{self.device.hostname}:RE:0% "
+        return f"{self.username}@{self.device.hostname}> "
+
+    def handle(self, line: str) -> Reply:
+        words = line.split()
+        if self.in_unix_shell:
+            if words == ["cli"]:
+                self.in_unix_shell = False
+                return Reply("\n" + self.prompt())
+            if words and words[0] == "exit":
+                return Reply(close=True)
+            return Reply((f"{words[0]}: Command not found.\n" if words else "") + self.prompt())
+        if not words:
+            return Reply("\n" + self.prompt())
+        command, _, pipe = line.partition("|")
+        words = command.split()
+        head = " ".join(words)
+        if head in ("exit", "quit"):
+            return Reply(close=True)
+        setters = {
+            "set cli screen-width": lambda v: f"Screen width set to {v}\n",
+            "set cli screen-length": lambda v: f"Screen length set to {v}\n",
+        }
+        for prefix, answer in setters.items():
+            if head.startswith(prefix + " ") and len(words) == 4:
+                return Reply(answer(words[3]) + "\n" + self.prompt())
+        if head == "set cli complete-on-space off":
+            return Reply("Disabling complete-on-space\n\n" + self.prompt())
+        if head == "show version":
+            return Reply(f"Hostname: {self.device.hostname}\nModel: vmx\nJunos: 21.4R3.15\n\n" + self.prompt())
+        if head == "show system uptime":
+            return Reply(f"System booted: {uptime_text()} ago\n\n" + self.prompt())
+        if head == "show configuration":
+            modifiers = [p.strip() for p in pipe.split("|")] if pipe else []
+            if any(m not in ("display set", "no-more") for m in modifiers):
+                return Reply("syntax error, expecting <command>.\n\n" + self.prompt())
+            return Reply(self.device.show_config() + "\n" + self.prompt(), is_config=True)
+        column = len(self.prompt()) + len(words[0])
+        return Reply(" " * column + "^\nunknown command.\n\n" + self.prompt())
+
+
+class LinuxShell(Shell):
+    """A bash-like prompt: ``user@R1:~$`` (``#`` for root) with ``cat`` of a few files."""
+
+    CONFIG_PATH = "/etc/network/interfaces"
+
+    def prompt(self) -> str:
+        mark = "#" if self.username == "root" else "$"
+        return f"{self.username}@{self.device.hostname}:~{mark} "
+
+    def handle(self, line: str) -> Reply:
+        try:
+            words = shlex.split(line)
+        except ValueError:
+            return Reply("-bash: syntax error: unexpected end of file\n" + self.prompt())
+        if not words:
+            return Reply(self.prompt())
+        name, args = words[0], words[1:]
+        if name in ("exit", "logout"):
+            return Reply(close=True)
+        if name == "cat":
+            return self.cat(args)
+        simple = {
+            "hostname": f"{self.device.hostname}\n",
+            "whoami": f"{self.username}\n",
+            "pwd": f"/home/{self.username}\n" if self.username != "root" else "/root\n",
+            "uptime": f" up {uptime_text()},  1 user,  load average: 0.00, 0.01, 0.05\n",
+            "true": "",
+        }
+        if name in simple:
+            return Reply(simple[name] + self.prompt())
+        if name == "echo":
+            return Reply(" ".join(args) + "\n" + self.prompt())
+        if name == "uname":
+            text = f"Linux {self.device.hostname} 6.1.0-18-amd64 #1 SMP Debian x86_64 GNU/Linux\n" if args == ["-a"] else "Linux\n"
+            return Reply(text + self.prompt())
+        return Reply(f"-bash: {name}: command not found\n" + self.prompt())
+
+    def cat(self, paths: list[str]) -> Reply:
+        files = {self.CONFIG_PATH: None, "/etc/hostname": f"{self.device.hostname}\n"}
+        out, is_config = [], False
+        for path in paths:
+            if path not in files:
+                out.append(f"cat: {path}: No such file or directory\n")
+            elif files[path] is None:
+                out.append(self.device.show_config())
+                is_config = True
+            else:
+                out.append(files[path])
+        return Reply("".join(out) + self.prompt(), is_config=is_config)
+
+
+SHELLS: dict[str, type[Shell]] = {
+    "cisco_ios": CiscoLikeShell,
+    "arista_eos": EosShell,
+    "juniper_junos": JunosShell,
+    "linux": LinuxShell,
+}
+
+
+def open_shell(device: DeviceSpec, username: str) -> Shell:
+    return SHELLS[device.platform](device, username)
