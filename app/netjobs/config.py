@@ -47,6 +47,8 @@ class Settings:
     device_password: str = field(default="", repr=False)
     device_key_file: str = ""
     device_credentials_file: str = ""
+    device_conn_timeout: float = 10.0
+    device_read_timeout: float = 60.0
     sweep_max_addresses: int = 65536
     sweep_concurrency: int = 1024
     icmp_enabled: bool = False
@@ -208,6 +210,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         device_password=read("DEVICE_PASSWORD", _text, ""),
         device_key_file=read("DEVICE_KEY_FILE", _text, ""),
         device_credentials_file=read("DEVICE_CREDENTIALS_FILE", _text, ""),
+        device_conn_timeout=read("DEVICE_CONN_TIMEOUT", _float_between(0.5, 300), 10.0),
+        device_read_timeout=read("DEVICE_READ_TIMEOUT", _float_between(0.5, 3600), 60.0),
         sweep_max_addresses=read("SWEEP_MAX_ADDRESSES", _int_between(1, 1 << 24), 65536),
         sweep_concurrency=read("SWEEP_CONCURRENCY", _int_between(1, 20000), 1024),
         icmp_enabled=read("ICMP_ENABLED", _bool, False),
