@@ -7,6 +7,7 @@ are torn down by the caller (context managers).
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -147,6 +148,11 @@ def service_env(redis: RedisServer, pg: PostgresServer, **extra: str) -> dict[st
         "NETJOBS_BACKUP_REPO": str(Path(tempfile.mkdtemp(prefix="netjobs-backups-")) / "repo"),
         "NETJOBS_RETRY_BACKOFF": "0.05",
         "NETJOBS_RETRY_BACKOFF_MAX": "0.2",
+        # Device logins for simulated devices (netjobs.devsim); short timeouts keep failures fast.
+        "NETJOBS_DEVICE_USERNAME": "netjobs",
+        "NETJOBS_DEVICE_PASSWORD": secrets.token_urlsafe(12),
+        "NETJOBS_DEVICE_CONN_TIMEOUT": "5",
+        "NETJOBS_DEVICE_READ_TIMEOUT": "2",
     }
     env.update(extra)
     return env

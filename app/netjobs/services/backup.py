@@ -1,0 +1,248 @@
+"""Configuration backup: fetch a device's running configuration over SSH, normalize it, commit it
+to the backup repository when it changed, and record a ``config_snapshots`` row.
+
+Plain Python, no Celery: :func:`backup_device` is what ``netjobs.backup.device`` calls.
+Errors are classified for the task's retry logic: the network failing is a TransientError,
+wrong credentials or an unknown device a PermanentError with a message for the operator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import socket
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+
+from netjobs.config import Settings, get_settings
+from netjobs.db.engine import session_scope
+from netjobs.db.models import ConfigSnapshot, Device
+from netjobs.errors import NotFoundError, PermanentError, TransientError
+from netjobs.platforms import (
+    CONFIG_END_LINES,
+    NEEDS_ENABLE,
+    NETMIKO_DEVICE_TYPES,
+    RUNNING_CONFIG_COMMANDS,
+    VOLATILE_LINE_PATTERNS,
+)
+from netjobs.services.credentials import DeviceCredentials, credentials_for
+from netjobs.services.gitrepo import commit_file, device_filename
+
+log = logging.getLogger(__name__)
+
+
+# --- normalization ---------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=None)
+def _volatile_regex(platform: str) -> re.Pattern[str] | None:
+    patterns = VOLATILE_LINE_PATTERNS.get(platform, ())
+    return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
+
+
+def normalize_config(platform: str, text: str) -> str:
+    """The configuration without what changes on every show (timestamps, uptime, byte counts).
+
+    Line endings become ``\\n``, trailing blanks go, leading/trailing empty lines go, and the
+    result ends with exactly one newline (or is empty). Normalizing twice changes nothing.
+    """
+    volatile = _volatile_regex(platform)
+    lines = [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    if volatile is not None:
+        lines = [line for line in lines if not volatile.fullmatch(line.strip())]
+    while lines and not lines[0]:
+        lines.pop(0)
+    while lines and not lines[-1]:
+        lines.pop()
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --- devices ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackupTarget:
+    id: int
+    name: str
+    host: str
+    port: int
+    platform: str
+    credentials_ref: str
+
+
+def load_target(name: str) -> BackupTarget:
+    """The device called ``name``, checked for a supported platform. Permanent errors otherwise."""
+    if not isinstance(name, str) or not name.strip():
+        raise NotFoundError(f"device name must be a non-empty string, got {name!r}")
+    with session_scope() as session:
+        device = session.scalar(select(Device).where(Device.name == name))
+        if device is None:
+            raise NotFoundError(f"unknown device {name!r} (see `netjobs devices list`)")
+        if not device.enabled:
+            raise PermanentError(f"device {name!r} is disabled; enable it to back it up")
+        if device.platform not in RUNNING_CONFIG_COMMANDS:
+            known = ", ".join(sorted(RUNNING_CONFIG_COMMANDS))
+            raise PermanentError(f"device {name!r} has platform {device.platform!r}, which backup does not support ({known})")
+        return BackupTarget(device.id, device.name, device.mgmt_address, device.port, device.platform,
+                            device.credentials_ref)
+
+
+def select_devices(site: str | None = None, tag: str | None = None) -> list[str]:
+    """Names of the enabled devices of ``site`` and/or with ``tag``, in name order."""
+    query = select(Device.name).where(Device.enabled.is_(True)).order_by(Device.name)
+    if site is not None:
+        query = query.where(Device.site == site)
+    if tag is not None:
+        query = query.where(Device.tags.any(tag))
+    with session_scope() as session:
+        return list(session.scalars(query))
+
+
+# --- fetching --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float  # TCP connect, SSH banner and authentication, each
+    read: float  # one command's output
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Timeouts:
+        return cls(connect=settings.device_conn_timeout, read=settings.device_read_timeout)
+
+
+def fetch_running_config(target: BackupTarget, creds: DeviceCredentials, timeouts: Timeouts) -> str:
+    """The raw running configuration of ``target``, read with Netmiko.
+
+    Raises TransientError when the device cannot be reached or stops answering, PermanentError
+    when it refuses the credentials or the enable secret.
+    """
+    from netmiko import ConnectHandler
+    from netmiko.exceptions import NetmikoAuthenticationException, NetmikoTimeoutException, ReadTimeout
+    from paramiko.ssh_exception import SSHException
+
+    where = f"{target.name} ({target.host}:{target.port})"
+    params = dict(
+        device_type=NETMIKO_DEVICE_TYPES[target.platform], host=target.host, port=target.port,
+        username=creds.username, password=creds.password or None, secret=creds.enable_secret,
+        use_keys=bool(creds.key_file), key_file=creds.key_file or None, allow_agent=False,
+        conn_timeout=timeouts.connect, auth_timeout=timeouts.connect, banner_timeout=timeouts.connect,
+        # Whole-session reads (prompt discovery, paging commands) are bounded too.
+        read_timeout_override=timeouts.read, fast_cli=True, keepalive=0,
+    )
+    command = RUNNING_CONFIG_COMMANDS[target.platform]
+    try:
+        with ConnectHandler(**params) as conn:
+            if target.platform in NEEDS_ENABLE and not conn.check_enable_mode():
+                try:
+                    conn.enable()
+                except ValueError:
+                    raise PermanentError(f"{where}: enable failed; check the enable secret of credentials "
+                                         f"{creds.ref!r}") from None
+            output = conn.send_command(command, read_timeout=timeouts.read)
+    except PermanentError:
+        raise
+    except NetmikoAuthenticationException:
+        raise PermanentError(f"{where}: authentication failed for user {creds.username!r} "
+                             f"(credentials {creds.ref!r})") from None
+    except ReadTimeout:
+        raise TransientError(f"{where}: no answer to {command!r} within {timeouts.read:g}s") from None
+    except NetmikoTimeoutException as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "timed out"
+        raise TransientError(f"{where}: cannot connect: {reason}") from None
+    except (SSHException, EOFError, OSError, socket.timeout) as exc:
+        raise TransientError(f"{where}: connection lost: {exc or type(exc).__name__}") from None
+    except ValueError as exc:
+        # Netmiko raises ValueError when it cannot find the prompt: a half-open session.
+        raise TransientError(f"{where}: unexpected session: {exc}") from None
+    return output
+
+
+def check_complete(target: BackupTarget, text: str) -> None:
+    """Refuse output that is empty or cut short, rather than commit half a configuration."""
+    if not text.strip():
+        raise TransientError(f"{target.name}: the device returned an empty configuration")
+    marker = re.search(r"^% (Invalid input|Incomplete command|Ambiguous command).*$", text, re.M)
+    if marker:
+        raise PermanentError(f"{target.name}: the device refused {RUNNING_CONFIG_COMMANDS[target.platform]!r}: "
+                             f"{marker.group(0)}")
+    end = CONFIG_END_LINES.get(target.platform)
+    if end is not None and text.rstrip().rsplit("\n", 1)[-1].strip() != end:
+        raise TransientError(f"{target.name}: configuration output is incomplete (no final {end!r} line)")
+
+
+# --- the whole backup ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    device: str
+    status: str  # "changed" | "unchanged"
+    commit: str
+    snapshot_id: int
+    content_hash: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def record_snapshot(device_id: int, digest: str, commit: str, changed: bool, task_id: str | None) -> int:
+    """Insert the snapshot row, or find the one a previous delivery of ``task_id`` inserted."""
+    statement = (
+        insert(ConfigSnapshot)
+        .values(device_id=device_id, content_hash=digest, git_commit=commit, changed=changed, task_id=task_id)
+        .on_conflict_do_nothing(constraint="uq_config_snapshots_device_hash_task")
+        .returning(ConfigSnapshot.id)
+    )
+    with session_scope() as session:
+        snapshot_id = session.scalar(statement)
+        if snapshot_id is None:
+            snapshot_id = session.scalar(
+                select(ConfigSnapshot.id).where(ConfigSnapshot.device_id == device_id,
+                                                ConfigSnapshot.content_hash == digest,
+                                                ConfigSnapshot.task_id == task_id)
+            )
+        return snapshot_id
+
+
+def backup_device(name: str, task_id: str | None = None, settings: Settings | None = None) -> BackupResult:
+    """Back up one device. Safe to repeat: the same task id never adds a second commit or row."""
+    settings = settings or get_settings()
+    target = load_target(name)
+    creds = credentials_for(target.credentials_ref, settings)
+    raw = fetch_running_config(target, creds, Timeouts.from_settings(settings))
+    check_complete(target, raw)
+    text = normalize_config(target.platform, raw)
+    digest = content_hash(text)
+    outcome = commit_file(settings.backup_repo, device_filename(target.name), text,
+                          f"{target.name}: configuration changed", task_id)
+    snapshot_id = record_snapshot(target.id, digest, outcome.commit, outcome.changed, task_id)
+    status = "changed" if outcome.changed else "unchanged"
+    log.info("backup %s: %s (%s)", target.name, status, outcome.commit[:12])
+    return BackupResult(target.name, status, outcome.commit, snapshot_id, digest)
+
+
+def summarize_results(results: list[dict]) -> dict:
+    """The summary of a fan-out run from the per-device results (changed/unchanged/failed)."""
+    summary = {"devices": len(results), "backed_up": 0, "unchanged": 0, "failed": 0, "failures": []}
+    for item in results:
+        status = item.get("status") if isinstance(item, dict) else None
+        if status == "changed":
+            summary["backed_up"] += 1
+        elif status == "unchanged":
+            summary["unchanged"] += 1
+        else:
+            summary["failed"] += 1
+            device = item.get("device") if isinstance(item, dict) else None
+            error = item.get("error") if isinstance(item, dict) else f"unexpected result {item!r}"
+            summary["failures"].append({"device": device, "error": error})
+    summary["failures"].sort(key=lambda f: str(f["device"]))
+    return summary
