@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -153,19 +152,11 @@ def test_shipped_example_rules_are_valid():
 # --- against snapshots in a real repository -------------------------------------------------------
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=test", "-c", "user.email=test@localhost", *args],
-                          check=True, capture_output=True, text=True).stdout.strip()
-
-
 def commit_config(repo: Path, device: str, content: str) -> str:
-    if not (repo / ".git").exists():
-        repo.mkdir(parents=True, exist_ok=True)
-        git(repo, "init", "-q")
-    (repo / f"{device}.cfg").write_text(content)
-    git(repo, "add", f"{device}.cfg")
-    git(repo, "commit", "-q", "-m", f"{device} config")
-    return git(repo, "rev-parse", "HEAD")
+    """Commit as the backup service does, so both agree on the repository layout."""
+    from netjobs.services.gitrepo import commit_file, device_filename
+
+    return commit_file(repo, device_filename(device), content, f"{device} config", task_id=None).commit
 
 
 def add_snapshot(engine, device: str, content: str, commit: str | None, age_minutes: int = 0) -> int:
@@ -248,8 +239,12 @@ def test_check_task_on_the_real_worker(worker, db, celery_app):
     from netjobs.services.devices import add_device
 
     settings = get_settings()
+    from netjobs.services.backup import content_hash, record_snapshot
     add_device("cmp-r1", "10.0.1.1", "cisco_ios", site="dc1", tags=["core"])
-    add_snapshot(db, "cmp-r1", CONFIG_BAD, commit_config(settings.backup_repo, "cmp-r1", CONFIG_BAD))
+    commit = commit_config(settings.backup_repo, "cmp-r1", CONFIG_BAD)
+    with db.connect() as conn:
+        device_id = conn.execute(text("SELECT id FROM devices WHERE name = 'cmp-r1'")).scalar_one()
+    record_snapshot(device_id, content_hash(CONFIG_BAD), commit, True, "backup-task-1")
     settings.compliance_rules.unlink(missing_ok=True)
 
     missing = celery_app.send_task("netjobs.compliance.check")

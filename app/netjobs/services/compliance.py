@@ -25,6 +25,7 @@ from netjobs.db.engine import session_scope
 from netjobs.errors import ValidationError
 from netjobs.platforms import SUPPORTED_PLATFORMS
 from netjobs.services.devices import select_devices
+from netjobs.services.gitrepo import device_filename
 
 RULE_KINDS = ("require", "forbid", "regex", "forbid_regex")
 FILTERS = ("platforms", "sites", "tags")
@@ -211,8 +212,8 @@ def load_rules(path: str | Path | None = None) -> list[Rule]:
 
 
 def snapshot_path(device_name: str) -> str:
-    """The device's file in the config-backup repository (the backup service writes it)."""
-    return f"{device_name}.cfg"
+    """The device's file in the config-backup repository, named as the backup service names it."""
+    return device_filename(device_name)
 
 
 class GitBlobReader:
