@@ -1,0 +1,239 @@
+"""Shared pieces of the CLI: consoles, error reporting, JSON output, task lookup."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import json
+import os
+import re
+import sys
+from datetime import datetime
+from urllib.parse import urlsplit
+
+import click
+from rich.console import Console
+
+from netjobs.errors import NotFoundError, PermanentError, ValidationError
+from netjobs.services.doctor import redact_url  # noqa: F401 - re-exported for the commands
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+PIPE_WIDTH = 200
+
+
+def out() -> Console:
+    # Built per call: click's test runner swaps sys.stdout between invocations. Piped output
+    # (grep, less) gets wide tables instead of rich's 80-column default.
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else PIPE_WIDTH
+    return Console(file=sys.stdout, soft_wrap=False, highlight=False, width=width)
+
+
+def err() -> Console:
+    # soft_wrap: an error stays one line however narrow the terminal is.
+    return Console(file=sys.stderr, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> None:
+    """One red line on stderr, then exit."""
+    err().print(f"[red]error:[/red] {escape(message)}")
+    sys.exit(code)
+
+
+def warn(message: str) -> None:
+    err().print(f"[yellow]warning:[/yellow] {escape(message)}")
+
+
+def note(message: str) -> None:
+    err().print(escape(message))
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(str(text))
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("NETJOBS_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+# --- settings and the Celery app -----------------------------------------------------------
+
+
+def settings():
+    from netjobs.config import get_settings
+
+    return get_settings()
+
+
+def celery_app():
+    """The app, after the settings were checked (a bad env must give one line, not SystemExit text)."""
+    settings()
+    from netjobs.celery_app import app
+
+    return app
+
+
+class Unreachable(PermanentError):
+    """A service the command needs does not answer (exit 1)."""
+
+
+def require_redis(role: str, url: str, timeout: float = 3.0) -> None:
+    """Fail fast, naming the service: Celery itself would retry for many seconds first."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        client.ping()
+    except redis.exceptions.AuthenticationError as exc:
+        raise Unreachable(f"Redis ({role}) at {redact_url(url)} refused the credentials: {exc}") from None
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        raise Unreachable(f"cannot reach Redis ({role}) at {redact_url(url)}: {exc}") from None
+    finally:
+        client.close()
+
+
+def require_broker_and_backend() -> None:
+    s = settings()
+    require_redis("broker", s.broker_url)
+    if s.result_backend_url != s.broker_url:
+        require_redis("result backend", s.result_backend_url)
+
+
+def netjobs_task_names(app) -> list[str]:
+    app.loader.import_default_modules()
+    return sorted(n for n in app.tasks if n.startswith("netjobs."))
+
+
+def resolve_task(app, name: str):
+    """The registered task called ``name``, or a ValidationError naming close matches."""
+    names = netjobs_task_names(app)
+    if name in names:
+        return app.tasks[name]
+    # Let `submit diag.ping` and `submit ping` work when unambiguous.
+    suffix = [n for n in names if n.endswith("." + name)]
+    if len(suffix) == 1:
+        return app.tasks[suffix[0]]
+    close = suffix or difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+    if not close:
+        close = difflib.get_close_matches(name.rsplit(".", 1)[-1], [n.rsplit(".", 1)[-1] for n in names], n=3)
+        close = [n for n in names if n.rsplit(".", 1)[-1] in close]
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; known tasks: {', '.join(names)}"
+    raise ValidationError(f"unknown task {name!r}{hint}")
+
+
+def check_task_kwargs(task, kwargs: dict) -> None:
+    """Fail before sending when the arguments cannot match the task's signature."""
+    try:
+        inspect.signature(task.run).bind(**kwargs)
+    except TypeError as exc:
+        params = ", ".join(p.name if p.default is p.empty else f"{p.name}={p.default!r}"
+                           for p in inspect.signature(task.run).parameters.values())
+        raise ValidationError(f"{task.name}: {exc} (it takes: {params or 'no arguments'})") from None
+    except ValueError:  # no signature available (C function): let the worker judge
+        pass
+
+
+def check_queue(name: str | None) -> str | None:
+    if name is None:
+        return None
+    queues = settings().queues
+    if name not in queues:
+        raise ValidationError(f"unknown queue {name!r}; configured queues: {', '.join(queues)}")
+    return name
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def plain(value):
+    """Dataclasses, datetimes, sets and objects with as_dict() -> JSON-ready values."""
+    if hasattr(value, "as_dict"):
+        return plain(value.as_dict())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return plain(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [plain(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def print_json(value) -> None:
+    click.echo(json.dumps(plain(value), indent=2, sort_keys=False))
+
+
+def short_time(value: datetime | str | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+def _redis_roles(text: str) -> str:
+    """Which configured Redis URL(s) an error is about, matched by host:port in its message."""
+    try:
+        s = settings()
+    except Exception:  # noqa: BLE001 - only used to decorate a message
+        return "Redis"
+    roles = {"broker": s.broker_url, "result backend": s.result_backend_url, "RedBeat": s.redbeat_url}
+    endpoints = set(re.findall(r"([\w.\-]+|\[[0-9a-fA-F:]+\]):(\d+)", text))
+    matched = []
+    for role, url in roles.items():
+        parts = urlsplit(url)
+        if (parts.hostname, str(parts.port or 6379)) in {(h.strip("[]"), p) for h, p in endpoints}:
+            matched.append((role, url))
+    if not matched:
+        matched = list(roles.items())
+    by_url: dict[str, list[str]] = {}
+    for role, url in matched:
+        by_url.setdefault(redact_url(url), []).append(role)
+    return "; ".join(f"Redis ({'/'.join(r)}) at {u}" for u, r in by_url.items())
+
+
+def explain(exc: BaseException) -> tuple[int, str] | None:
+    """(exit code, one-line message) for errors an operator can act on; None for bugs."""
+    from netjobs.config import ConfigError
+
+    if isinstance(exc, ConfigError):
+        return EXIT_USAGE, f"configuration error: {exc}"
+    if isinstance(exc, (ValidationError, NotFoundError)):
+        return EXIT_USAGE, str(exc)
+    if isinstance(exc, PermanentError):
+        return EXIT_FAILED, str(exc)
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    try:
+        import sqlalchemy.exc as sa_exc
+
+        if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+            orig = getattr(exc, "orig", None)
+            detail = (str(orig).strip().splitlines() or [first_line])[0] if orig else first_line
+            return EXIT_FAILED, f"database unreachable at {redact_url(settings().database_url)}: {detail}"
+        if isinstance(exc, sa_exc.ProgrammingError) and "does not exist" in str(exc):
+            return EXIT_FAILED, "database schema is missing or old: run `netjobs db upgrade`"
+    except ImportError:  # pragma: no cover
+        pass
+    import kombu.exceptions
+    import redis.exceptions
+
+    if isinstance(exc, redis.exceptions.AuthenticationError):
+        return EXIT_FAILED, f"{_redis_roles(first_line)} refused the credentials: {first_line}"
+    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                        kombu.exceptions.OperationalError, ConnectionError, TimeoutError)):
+        return EXIT_FAILED, f"cannot reach {_redis_roles(first_line)}: {first_line}"
+    if isinstance(exc, RuntimeError) and "result store" in str(exc):
+        # Celery's Redis result backend gives up reconnecting with a RuntimeError.
+        url = redact_url(settings().result_backend_url)
+        return EXIT_FAILED, f"cannot reach Redis (result backend) at {url}: {' '.join(str(exc).split())}"
+    if isinstance(exc, redis.exceptions.ResponseError) and "NOPERM" in str(exc):
+        return EXIT_FAILED, f"Redis denied a command (ACL): {first_line}"
+    return None

@@ -1,0 +1,372 @@
+"""Commands that start and follow jobs: submit and its shortcuts, status, wait, cancel."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import time
+from pathlib import Path
+
+import click
+
+from netjobs.cli.common import (
+    EXIT_FAILED, EXIT_OK, celery_app, check_queue, check_task_kwargs, err, escape, fail, note, print_json,
+    require_broker_and_backend, resolve_task, settings, short_time, warn,
+)
+from netjobs.cli.params import parse_names, parse_ports, parse_seconds, parse_task_args
+from netjobs.errors import NotFoundError, ValidationError
+
+POLL_INTERVAL = 0.2
+HISTORY_POLL_INTERVAL = 1.0
+READY = ("SUCCESS", "FAILURE", "REVOKED")
+
+wait_option = click.option("--wait", "wait_", is_flag=True, help="Follow the job until it finishes.")
+timeout_option = click.option("--timeout", type=str, default=None, metavar="S",
+                              help="With --wait: give up waiting after S seconds (exit 1).")
+
+
+# --- sending and following -------------------------------------------------------------------
+
+
+def send(name: str, kwargs: dict, queue: str | None = None, countdown: float | None = None,
+         wait: bool = False, timeout: str | None = None, judge=None) -> int:
+    """Send a task (after checking its name, arguments and queue), print its id, maybe follow it."""
+    app = celery_app()
+    task = resolve_task(app, name)
+    check_task_kwargs(task, kwargs)
+    check_queue(queue)
+    wait_timeout = parse_seconds(timeout, "--timeout", allow_zero=False) if timeout is not None else None
+    from netjobs.queues import queue_for_task
+
+    require_broker_and_backend()
+    options = {"queue": queue or queue_for_task(task.name)}
+    if countdown:
+        options["countdown"] = countdown
+    result = app.send_task(task.name, kwargs=kwargs, **options)
+    from netjobs.history import recorder
+
+    recorder.flush()  # so `status ID` from another shell knows the job at once
+    note(f"submitted {task.name} to queue {options['queue']}: {result.id}")
+    click.echo(result.id)
+    if not wait:
+        return EXIT_OK
+    return follow(app, result.id, wait_timeout, judge=judge)
+
+
+def _history_row(task_id: str):
+    from netjobs.services.runs import get_run
+
+    return get_run(task_id)
+
+
+def follow(app, task_id: str, timeout: float | None = None, judge=None) -> int:
+    """Poll the result (progress bar from PROGRESS meta) until the task is done; print the outcome.
+
+    Falls back to job history when Redis no longer has the result, or the task was revoked
+    before any worker saw it.
+    """
+    from celery.result import AsyncResult
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    result = AsyncResult(task_id, app=app)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    next_history = 0.0
+    final_state, outcome, history = None, None, None
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=err(), transient=True) as progress:
+        bar = progress.add_task(f"{task_id[:8]} PENDING", total=None)
+        while True:
+            state = result.state
+            if state in READY:
+                final_state, outcome, history = state, result.info, None
+                break
+            if state == "PROGRESS" and isinstance(result.info, dict):
+                meta = result.info
+                total = meta.get("total")
+                progress.update(bar, completed=meta.get("current") or 0,
+                                total=total if isinstance(total, (int, float)) and total > 0 else None)
+            progress.update(bar, description=f"{task_id[:8]} {state}")
+            if state == "PENDING" and time.monotonic() >= next_history:
+                next_history = time.monotonic() + HISTORY_POLL_INTERVAL
+                history = _history_row(task_id)
+                if history is not None and history.state in READY:
+                    final_state = history.state
+                    break
+            if deadline is not None and time.monotonic() >= deadline:
+                progress.stop()
+                fail(f"task {task_id} is still {state} after {timeout:g}s (it keeps running; "
+                     f"`netjobs wait {task_id}` to follow it again)", EXIT_FAILED)
+            time.sleep(POLL_INTERVAL)
+    return report_outcome(task_id, final_state, outcome, history, judge)
+
+
+def report_outcome(task_id: str, state: str, outcome, history, judge) -> int:
+    """``history`` is the job_runs row when the outcome comes from history instead of Redis."""
+    if state == "SUCCESS":
+        value = outcome if history is None else _summary_value(history.result_summary)
+        print_json(value)
+        code = judge(value) if judge is not None else EXIT_OK
+        err().print(f"[green]SUCCESS[/green] {task_id}" if code == EXIT_OK else f"[yellow]finished with problems[/yellow] {task_id}")
+        return code
+    if state == "FAILURE":
+        error = (f"{type(outcome).__name__}: {outcome}" if isinstance(outcome, BaseException)
+                 else (history.error if history is not None else str(outcome)))
+        err().print(f"[red]FAILURE[/red] {task_id}: {escape(error)}")
+        return EXIT_FAILED
+    reason = history.error if history is not None and history.error else "revoked"
+    err().print(f"[red]REVOKED[/red] {task_id}: {escape(reason)}")
+    return EXIT_FAILED
+
+
+def _summary_value(text: str | None):
+    try:
+        return json.loads(text) if text is not None else None
+    except ValueError:
+        return text
+
+
+def _failed_count(key: str):
+    """A judge: exit 1 when the job's summary reports failed items under ``key``."""
+
+    def judge(value) -> int:
+        if isinstance(value, dict) and value.get(key):
+            return EXIT_FAILED
+        return EXIT_OK
+
+    return judge
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("task_name", metavar="TASK")
+@click.option("--arg", "args", multiple=True, metavar="K=V",
+              help="Keyword argument; V is JSON when it parses (1, true, null, [..], {..}), else text.")
+@click.option("--queue", default=None, help="Send to this queue instead of the routed one.")
+@click.option("--countdown", default=None, metavar="S", help="Start no earlier than S seconds from now.")
+@wait_option
+@timeout_option
+def submit(task_name, args, queue, countdown, wait_, timeout):
+    """Send any netjobs task, e.g. `submit netjobs.diag.sleep --arg seconds=5 --wait`."""
+    kwargs = parse_task_args(args)
+    delay = parse_seconds(countdown, "--countdown") if countdown is not None else None
+    raise SystemExit(send(task_name, kwargs, queue=queue, countdown=delay, wait=wait_, timeout=timeout))
+
+
+def check_prefix(prefix: str) -> str:
+    try:
+        network = ipaddress.ip_network(prefix.strip(), strict=False)
+    except ValueError:
+        raise ValidationError(f"invalid prefix {prefix!r}: use an IPv4/IPv6 address or prefix like 10.1.0.0/24") from None
+    limit = settings().sweep_max_addresses
+    if network.num_addresses > limit:
+        raise ValidationError(f"prefix {prefix} has {network.num_addresses} addresses; the limit is {limit} "
+                              "(NETJOBS_SWEEP_MAX_ADDRESSES): split it")
+    return str(network)
+
+
+@click.command()
+@click.argument("prefix", required=False)
+@click.option("--ports", default=None, help="TCP ports, e.g. 22,443 or 8000-8010.")
+@click.option("--timeout", "probe_timeout", default=None, metavar="S", help="Connect timeout per probe.")
+@click.option("--devices", default=None, metavar="A,B", help="Sweep these inventory devices instead of a prefix.")
+@click.option("--site", default=None, help="Sweep the devices of this site.")
+@click.option("--tag", default=None, help="Sweep the devices with this tag.")
+@click.option("--icmp", is_flag=True, help="Also ping (if the worker may).")
+@wait_option
+@click.option("--wait-timeout", default=None, metavar="S", help="With --wait: give up after S seconds.")
+def sweep(prefix, ports, probe_timeout, devices, site, tag, icmp, wait_, wait_timeout):
+    """Reachability sweep of PREFIX (10.1.0.0/22), or of inventory devices."""
+    selections = [x for x in (prefix, devices) if x] + ([site or tag] if (site or tag) else [])
+    if len(selections) != 1:
+        raise ValidationError("give one of PREFIX, --devices A,B, or --site/--tag")
+    kwargs: dict = {}
+    if prefix:
+        kwargs["target"] = check_prefix(prefix)
+    if devices:
+        kwargs["devices"] = parse_names(devices, "device")
+    if site:
+        kwargs["site"] = site
+    if tag:
+        kwargs["tag"] = tag
+    if ports is not None:
+        kwargs["ports"] = parse_ports(ports)
+    if probe_timeout is not None:
+        kwargs["timeout"] = parse_seconds(probe_timeout, "--timeout", allow_zero=False)
+    if icmp:
+        kwargs["icmp"] = True
+    raise SystemExit(send("netjobs.network.sweep", kwargs, wait=wait_, timeout=wait_timeout))
+
+
+@click.command()
+@click.argument("device", required=False)
+@click.option("--all", "all_", is_flag=True, help="Back up every enabled device (or those of --site/--tag).")
+@click.option("--site", default=None)
+@click.option("--tag", default=None)
+@wait_option
+@timeout_option
+def backup(device, all_, site, tag, wait_, timeout):
+    """Back up DEVICE's configuration, or --all devices, into git."""
+    if bool(device) == all_:
+        raise ValidationError("give a DEVICE or --all")
+    if device and (site or tag):
+        raise ValidationError("--site and --tag go with --all")
+    if device:
+        from netjobs.services.devices import get_device
+
+        get_device(device)  # an unknown name fails here, with exit 2, not later on a worker
+        raise SystemExit(send("netjobs.backup.device", {"device": device}, wait=wait_, timeout=timeout))
+    kwargs = {k: v for k, v in (("site", site), ("tag", tag)) if v}
+    raise SystemExit(send("netjobs.backup.all", kwargs, wait=wait_, timeout=timeout, judge=_failed_count("failed")))
+
+
+def _read_inventory(path: str) -> str:
+    from netjobs.services.inventory import check_size
+
+    file = Path(path)
+    if not file.is_file():
+        raise ValidationError(f"{path} does not exist or is not a file")
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except PermissionError:
+        raise ValidationError(f"{path} is not readable") from None
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"{path} is not UTF-8 text (offset {exc.start})") from None
+    check_size(text, path)
+    return text
+
+
+def _print_import_summary(summary: dict) -> int:
+    for problem in summary.get("errors") or []:
+        err().print(f"[red]line {problem['line']}:[/red] {escape(problem['reason'])}")
+    note(f"created {summary['created']}, updated {summary['updated']}, unchanged {summary['unchanged']}, "
+         f"invalid {summary['invalid']}, pruned {summary['pruned']}")
+    if summary.get("prune_skipped"):
+        warn(f"prune skipped: {summary['prune_skipped']}")
+    return EXIT_FAILED if summary["invalid"] else EXIT_OK
+
+
+@click.command(name="import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["csv", "yaml"]), default=None,
+              help="Default: from the file name (.csv, .yml, .yaml).")
+@click.option("--prune", is_flag=True, help="Also remove devices the file does not list.")
+@click.option("--local", is_flag=True, help="Import here, directly into the database, without a worker.")
+@wait_option
+@timeout_option
+def import_(file, fmt, prune, local, wait_, timeout):
+    """Import devices from a CSV or YAML FILE; bad rows are reported with their line number."""
+    from netjobs.services.inventory import detect_format, import_inventory
+
+    settings()
+    fmt = fmt or detect_format(file)
+    text = _read_inventory(file)
+    if local:
+        summary = import_inventory(text, fmt, source=file, prune=prune)
+        print_json(summary)
+        raise SystemExit(_print_import_summary(summary))
+    kwargs = {"content": text, "fmt": fmt, "source": Path(file).name, "prune": prune}
+    raise SystemExit(send("netjobs.inventory.import_text", kwargs, wait=wait_, timeout=timeout,
+                          judge=_import_judge))
+
+
+def _import_judge(value) -> int:
+    return _print_import_summary(value) if isinstance(value, dict) and "invalid" in value else EXIT_OK
+
+
+@click.command()
+@click.option("--device", "devices", multiple=True, help="Check only this device (repeatable).")
+@wait_option
+@timeout_option
+def compliance(devices, wait_, timeout):
+    """Check the latest config snapshots against the compliance rules."""
+    kwargs = {"devices": list(devices)} if devices else {}
+    raise SystemExit(send("netjobs.compliance.check", kwargs, wait=wait_, timeout=timeout))
+
+
+@click.command()
+@click.argument("task_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True)
+def status(task_id, as_json):
+    """A job's state, progress and result (from Redis, else from job history)."""
+    from celery.result import AsyncResult
+
+    app = celery_app()
+    require_broker_and_backend()
+    result = AsyncResult(task_id, app=app)
+    state, info = result.state, result.info
+    history = _history_row(task_id)
+    if state == "PENDING" and history is None:
+        raise NotFoundError(f"no task {task_id} is known (not in Redis results, not in job history)")
+    if state == "PENDING" and history is not None:
+        state = history.state  # the result expired from Redis, or no worker took it yet
+    data = {"task_id": task_id, "state": state, "task": history.task_name if history else result.name}
+    if state == "PROGRESS" and isinstance(info, dict):
+        data["progress"] = info
+    elif state == "SUCCESS":
+        data["result"] = info if result.state == "SUCCESS" else _summary_value(history.result_summary)
+    elif state in ("FAILURE", "RETRY") and isinstance(info, BaseException):
+        data["error"] = f"{type(info).__name__}: {info}"
+    if history is not None:
+        data.update(queue=history.queue, worker=history.worker, retries=history.retries,
+                    published_at=history.published_at, started_at=history.started_at,
+                    finished_at=history.finished_at, duration_ms=history.duration_ms)
+        data.setdefault("error", history.error)
+    if as_json:
+        print_json(data)
+        return
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None)
+    for key, value in data.items():
+        if value is None:
+            continue
+        shown = short_time(value) if key.endswith("_at") else value
+        table.add_row(f"[bold]{key}[/bold]", escape(json.dumps(shown, default=str) if isinstance(shown, (dict, list)) else shown))
+    from netjobs.cli.common import out
+
+    out().print(table)
+
+
+@click.command()
+@click.argument("task_id", metavar="ID")
+@click.option("--timeout", default=None, metavar="S", help="Give up after S seconds (exit 1).")
+def wait(task_id, timeout):
+    """Follow a job with a progress bar; exit 0 on success, 1 on failure or revoke."""
+    seconds = parse_seconds(timeout, "--timeout", allow_zero=False) if timeout is not None else None
+    app = celery_app()
+    require_broker_and_backend()
+    raise SystemExit(follow(app, task_id, seconds))
+
+
+@click.command()
+@click.argument("task_id", metavar="ID")
+@click.option("--terminate", is_flag=True, help="Also stop it if it is running (SIGTERM).")
+def cancel(task_id, terminate):
+    """Revoke a job: it will not start; with --terminate a running one is stopped too."""
+    from celery.result import AsyncResult
+
+    from netjobs.history import TERMINAL_STATES, record_revoked, recorder
+
+    app = celery_app()
+    require_broker_and_backend()
+    state = AsyncResult(task_id, app=app).state
+    history = _history_row(task_id)
+    finished = state if state in TERMINAL_STATES else (history.state if history and history.state in TERMINAL_STATES else None)
+    if finished:
+        fail(f"task {task_id} already finished ({finished}); nothing to cancel", EXIT_FAILED)
+    if state == "PENDING" and history is None:
+        warn(f"task {task_id} is not known yet; revoking it anyway")
+    app.control.revoke(task_id, terminate=terminate, signal="SIGTERM")
+    running = state in ("STARTED", "PROGRESS", "RETRY") or (history is not None and history.state == "STARTED")
+    if running and not terminate:
+        warn(f"task {task_id} is running ({state}); it will finish unless you add --terminate")
+        return
+    record_revoked(task_id, "terminated by operator" if running else "revoked by operator")
+    recorder.flush()
+    note(f"revoked {task_id}" + (" (terminated with SIGTERM)" if running else ""))
+
+
+COMMANDS = (submit, sweep, backup, import_, compliance, status, wait, cancel)

@@ -1,0 +1,178 @@
+"""`netjobs doctor`: checks of everything the platform needs, each with a verdict an operator can act on.
+
+Every check is independent: one unreachable service fails its own checks (and those that need it)
+but the others still run, so one doctor run shows every problem at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+from urllib.parse import urlsplit, urlunsplit
+
+ERROR, WARNING = "error", "warning"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    severity: str = ERROR  # how bad it is when not ok
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+class Doctor:
+    """Runs the checks against ``app`` (Celery) and ``settings``; see :func:`run_checks`."""
+
+    def __init__(self, app, settings, timeout: float = 2.0):
+        self.app = app
+        self.settings = settings
+        self.timeout = timeout
+        self.checks: list[Check] = []
+
+    def add(self, name: str, ok: bool, detail: str, severity: str = ERROR) -> None:
+        self.checks.append(Check(name, bool(ok), detail, severity))
+
+    def guarded(self, name: str, probe: Callable[[], None]) -> bool:
+        """Run ``probe`` (which adds its own checks); an exception becomes a failed check ``name``."""
+        try:
+            probe()
+            return True
+        except Exception as exc:  # noqa: BLE001 - a doctor reports, it does not crash
+            self.add(name, False, _first_line(exc))
+            return False
+
+    # --- individual checks -------------------------------------------------------------------
+
+    def redis_reachable(self, role: str, url: str):
+        from netjobs.services.health import redis_client
+
+        client = redis_client(url)
+        client.ping()
+        self.add(f"{role} reachable", True, f"PING ok at {redact_url(url)}")
+        return client
+
+    def redis_config(self, client) -> None:
+        from netjobs.services.health import redis_persistence
+
+        info = redis_persistence(client)
+        policy = info.get("maxmemory_policy")
+        self.add("redis maxmemory-policy", policy == "noeviction",
+                 f"maxmemory-policy is {policy}" + ("" if policy == "noeviction" else
+                                                    ": Redis may evict queued tasks; set noeviction"))
+        aof = info.get("aof_enabled")
+        self.add("redis persistence", bool(aof),
+                 "appendonly (AOF) is on" if aof else "appendonly (AOF) is off: queued tasks are lost on restart")
+
+    def database(self) -> None:
+        from netjobs.db.migrate import current_revision, head_revision
+
+        current, head = current_revision(), head_revision()
+        url = redact_url(self.settings.database_url)
+        self.add("database reachable", True, f"connected to {url}")
+        if current == head:
+            self.add("database migrated", True, f"at head revision {head}")
+        else:
+            self.add("database migrated", False,
+                     f"at revision {current or 'none'}, head is {head}: run `netjobs db upgrade`")
+
+    def consumers(self) -> None:
+        from netjobs.services.health import queue_consumers
+
+        consumers = queue_consumers(self.app, self.timeout)
+        for queue in self.settings.queues:
+            names = sorted(consumers.get(queue) or [])
+            self.add(f"queue {queue} consumed", bool(names),
+                     f"consumed by {', '.join(names)}" if names else f"no worker consumes queue {queue!r}")
+
+    def backlogs(self, client) -> None:
+        from netjobs.services.health import queue_lengths
+
+        lengths = queue_lengths(client, self.settings.queues)
+        threshold = self.settings.backlog_threshold
+        for queue in self.settings.queues:
+            length = int(lengths.get(queue) or 0)
+            self.add(f"queue {queue} backlog", length <= threshold,
+                     f"{length} waiting" + (f", over the threshold of {threshold}" if length > threshold else ""),
+                     WARNING)
+
+    def beat_lock(self, client) -> None:
+        from netjobs.services.health import beat_lock_status
+
+        status = beat_lock_status(client, self.settings)
+        ttl = status.get("ttl")
+        held = bool(status.get("held")) and ttl is not None and ttl > 0
+        key = status.get("key") or f"{self.settings.redbeat_key_prefix}lock"
+        if held:
+            detail = f"{key} held, expires in {ttl:.1f}s"
+        elif status.get("held"):
+            detail = f"{key} exists but has no expiry (ttl {ttl}): a stale lock blocks every beat"
+        else:
+            detail = f"{key} is not held: no beat is running, scheduled jobs do not start"
+        self.add("beat lock", held, detail)
+
+    def dead_letters(self) -> None:
+        from netjobs.services.deadletters import count_dead_letters
+
+        count = count_dead_letters()
+        self.add("dead letters", count == 0,
+                 "none" if count == 0 else f"{count} waiting: see `netjobs dlq list`", WARNING)
+
+    # --- all of them -------------------------------------------------------------------------
+
+    def run(self) -> list[Check]:
+        s = self.settings
+        broker = None
+        try:
+            broker = self.redis_reachable("broker", s.broker_url)
+        except Exception as exc:  # noqa: BLE001
+            self.add("broker reachable", False, f"{redact_url(s.broker_url)}: {_first_line(exc)}")
+        for role, url in (("result backend", s.result_backend_url), ("redbeat redis", s.redbeat_url)):
+            if url != s.broker_url:
+                self.guarded(f"{role} reachable", lambda role=role, url=url: self.redis_reachable(role, url))
+        database_ok = self.guarded("database reachable", self.database)
+        if broker is not None:
+            self.guarded("redis configuration", lambda: self.redis_config(broker))
+            self.guarded("queue consumers", self.consumers)
+            self.guarded("queue backlogs", lambda: self.backlogs(broker))
+        else:
+            self.add("queue consumers", False, "not checked: the broker is unreachable")
+        if s.redbeat_url == s.broker_url and broker is not None:
+            self.guarded("beat lock", lambda: self.beat_lock(broker))
+        elif s.redbeat_url != s.broker_url:
+            self.guarded("beat lock", lambda: self.beat_lock(_client(s.redbeat_url)))
+        if database_ok:
+            self.guarded("dead letters", self.dead_letters)
+        return self.checks
+
+
+def _client(url: str):
+    from netjobs.services.health import redis_client
+
+    return redis_client(url)
+
+
+def run_checks(app, settings, timeout: float = 2.0) -> list[Check]:
+    """Every check, in a stable order. Nothing raises: failures are checks with ok=False."""
+    return Doctor(app, settings, timeout).run()
+
+
+def healthy(checks: list[Check]) -> bool:
+    # Warnings count too: a dead letter or a backlog needs a person, so doctor exits non-zero.
+    return all(c.ok for c in checks)
