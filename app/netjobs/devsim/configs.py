@@ -49,7 +49,7 @@ def generated_body(platform: str, hostname: str) -> str:
                   "set protocols ospf area 0.0.0.0 interface lo0.0 passive"]
         return "\n".join(lines) + "\n"
     if platform == "linux":
-        lines = ["# interfaces(5) file used by ifup(8) and ifdown(8)", "auto lo", "iface lo inet loopback", ""]
+        lines = [f"# {hostname}: interfaces(5) file used by ifup(8) and ifdown(8)", "auto lo", "iface lo inet loopback", ""]
         for port in range(2):
             lines += [f"auto eth{port}", f"iface eth{port} inet static",
                       f"    address 10.{a}.{b}.{port * 4 + 1}/30", ""]

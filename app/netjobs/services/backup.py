@@ -135,19 +135,24 @@ def fetch_running_config(target: BackupTarget, creds: DeviceCredentials, timeout
         username=creds.username, password=creds.password or None, secret=creds.enable_secret,
         use_keys=bool(creds.key_file), key_file=creds.key_file or None, allow_agent=False,
         conn_timeout=timeouts.connect, auth_timeout=timeouts.connect, banner_timeout=timeouts.connect,
-        # Whole-session reads (prompt discovery, paging commands) are bounded too.
-        read_timeout_override=timeouts.read, fast_cli=True, keepalive=0,
+        fast_cli=True, keepalive=0,
     )
     command = RUNNING_CONFIG_COMMANDS[target.platform]
     try:
-        with ConnectHandler(**params) as conn:
+        conn = ConnectHandler(**params)
+        try:
             if target.platform in NEEDS_ENABLE and not conn.check_enable_mode():
                 try:
                     conn.enable()
-                except ValueError:
+                except (ValueError, ReadTimeout):  # IOS asks again for a wrong secret: no prompt
                     raise PermanentError(f"{where}: enable failed; check the enable secret of credentials "
                                          f"{creds.ref!r}") from None
             output = conn.send_command(command, read_timeout=timeouts.read)
+        except BaseException:
+            # A stuck session would also stall a polite logout: drop the connection instead.
+            conn.paramiko_cleanup()
+            raise
+        conn.disconnect()
     except PermanentError:
         raise
     except NetmikoAuthenticationException:
