@@ -212,6 +212,14 @@ def test_open_closed_and_filtered_ports_on_loopback():
     assert rtts[("127.0.0.1", both)] is not None and rtts[("127.0.0.3", filtered)] is None
 
 
+def test_a_refused_socket_reused_for_the_next_probe_reports_that_probe_correctly():
+    # One worker probes in address order, so each closed probe hands its socket to the next one.
+    with open_ports(["127.0.0.2", "127.0.0.6"]) as port, filtered_ports(["127.0.0.4"], port):
+        outcome, states = probe("127.0.0.0/29", [port], timeout=0.3, concurrency=1)
+    assert [states[(f"127.0.0.{i}", port)] for i in range(1, 7)] == [
+        "closed", "open", "closed", "filtered", "closed", "open"]
+
+
 def test_only_filtered_addresses_are_not_reachable():
     with filtered_ports(["127.0.0.2", "127.0.0.3"]) as port:
         outcome, states = probe("127.0.0.2/31", [port], timeout=0.3)

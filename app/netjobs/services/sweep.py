@@ -275,6 +275,7 @@ _STATE_OF_ERRNO = {
 }
 _LINGER_RESET = struct.pack("ii", 1, 0)
 _NONBLOCKING_STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+_NOT_REUSABLE = frozenset({errno.EINVAL, errno.EISCONN, errno.EALREADY, errno.ECONNABORTED, errno.EBADF})
 _YIELD_EVERY = 64  # probes answered without waiting, before a worker lets the loop run
 
 
@@ -341,34 +342,57 @@ class _TcpProber:
                 group.create_task(self._worker(loop))
 
     async def _worker(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A socket whose connect was refused is back in the CLOSE state and Linux lets it connect
+        # again: keeping it for the next probe saves a socket() and a close() per refusal.
+        spare: dict[int, socket.socket] = {}
         without_waiting = 0
         clock = time.perf_counter
-        for target, port in self.work:
-            started = clock()
-            try:
-                sock = socket.socket(target.family, _NONBLOCKING_STREAM)
-            except OSError as exc:
-                self._record(target, port, exc.errno or errno.EMFILE, None)
-                continue
-            try:
-                code = sock.connect_ex((target.address, port))
-                if code == errno.EINPROGRESS:
-                    # The answer is often here already (refusals on loopback and on-link hosts).
-                    code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                    if code == 0:
-                        code = await self._wait_connected(loop, sock, started)
-                        without_waiting = 0
-                if code == 0:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            except OSError as exc:  # e.g. getaddrinfo-free but malformed scope ids on IPv6
-                code = exc.errno or errno.EINVAL
-            finally:
+        try:
+            for target, port in self.work:
+                started = clock()
+                sock = spare.pop(target.family, None)
+                try:
+                    sock, code = self._connect(sock, target.family, (target.address, port))
+                    if code == errno.EINPROGRESS:
+                        # The answer is often here already (refusals on loopback and on-link hosts).
+                        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                        if code == 0:
+                            code = await self._wait_connected(loop, sock, started)
+                            without_waiting = 0
+                except OSError as exc:  # out of descriptors, or an address the kernel rejects
+                    code = exc.errno or errno.EINVAL
+                except BaseException:  # cancelled (revoke, time limit) while waiting
+                    if sock is not None:
+                        sock.close()
+                    raise
+                if sock is not None:
+                    if code == errno.ECONNREFUSED:
+                        spare[target.family] = sock
+                    else:
+                        if code == 0:
+                            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                        sock.close()
+                self._record(target, port, code, (clock() - started) * 1000.0)
+                without_waiting += 1
+                if without_waiting >= _YIELD_EVERY:
+                    without_waiting = 0
+                    await asyncio.sleep(0)
+        finally:
+            for sock in spare.values():
                 sock.close()
-            self._record(target, port, code, (clock() - started) * 1000.0)
-            without_waiting += 1
-            if without_waiting >= _YIELD_EVERY:
-                without_waiting = 0
-                await asyncio.sleep(0)
+
+    @staticmethod
+    def _connect(sock: socket.socket | None, family: int, address: tuple) -> tuple[socket.socket, int]:
+        """Start a connect on ``sock`` (a refused one, reused) or on a new socket."""
+        if sock is not None:
+            code = sock.connect_ex(address)
+            if code == errno.ECONNABORTED:  # the first connect after a failure only resets the socket
+                code = sock.connect_ex(address)
+            if code not in _NOT_REUSABLE:
+                return sock, code
+            sock.close()  # a kernel that does not allow reconnecting: start afresh
+        sock = socket.socket(family, _NONBLOCKING_STREAM)
+        return sock, sock.connect_ex(address)
 
     async def _wait_connected(self, loop, sock: socket.socket, started: float) -> int:
         fd = sock.fileno()
