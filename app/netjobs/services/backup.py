@@ -148,12 +148,18 @@ def fetch_running_config(target: BackupTarget, creds: DeviceCredentials, timeout
                     raise PermanentError(f"{where}: enable failed; check the enable secret of credentials "
                                          f"{creds.ref!r}") from None
             output = conn.send_command(command, read_timeout=timeouts.read)
+        except ReadTimeout:
+            alive = _session_alive(conn)
+            conn.paramiko_cleanup()
+            if not alive:
+                raise TransientError(f"{where}: connection lost while reading {command!r}") from None
+            raise
         except BaseException:
             # A stuck session would also stall a polite logout: drop the connection instead.
             conn.paramiko_cleanup()
             raise
         conn.disconnect()
-    except PermanentError:
+    except (PermanentError, TransientError):
         raise
     except NetmikoAuthenticationException:
         raise PermanentError(f"{where}: authentication failed for user {creds.username!r} "
@@ -169,6 +175,12 @@ def fetch_running_config(target: BackupTarget, creds: DeviceCredentials, timeout
         # Netmiko raises ValueError when it cannot find the prompt: a half-open session.
         raise TransientError(f"{where}: unexpected session: {exc}") from None
     return output
+
+
+def _session_alive(conn) -> bool:
+    channel = getattr(conn, "remote_conn", None)
+    transport = channel.get_transport() if channel is not None and hasattr(channel, "get_transport") else None
+    return bool(transport is not None and transport.is_active() and not channel.closed)
 
 
 def check_complete(target: BackupTarget, text: str) -> None:
