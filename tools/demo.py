@@ -82,14 +82,14 @@ def main() -> int:
         base_port = free_port()
         stack.enter_context(background(
             [str(VENV_BIN / "python"), "-m", "netjobs.devsim", "--listen", "127.0.0.1", "--port", str(base_port),
-             "--count", str(len(DEVICES)), "--platform", "cisco_ios", "--username", "netjobs",
+             "--count", str(len(DEVICES)), "--platform", ",".join(p for _, p in DEVICES), "--username", "netjobs",
              "--password", device_password], env, logs / "devsim.log"))
-        for index, (name, platform) in enumerate(DEVICES):
+        for index in range(len(DEVICES)):
             wait_for_port(base_port + index)
-        say("Three simulated devices (one SSH simulator per platform)")
+        say("Three simulated devices, one per platform")
         for index, (name, platform) in enumerate(DEVICES):
-            netjobs(env, "devices", "add", name, "--address", "127.0.0.1", "--port", str(base_port + index),
-                    "--platform", "cisco_ios", "--site", "demo")
+            netjobs(env, "devices", "add", name, "127.0.0.1", "--port", str(base_port + index),
+                    "--platform", platform, "--site", "demo")
 
         for queue, (pool, concurrency) in WORKERS.items():
             stack.enter_context(celery_worker(env, queues=queue, pool=pool, concurrency=concurrency,
