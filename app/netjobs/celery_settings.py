@@ -54,6 +54,8 @@ def celery_settings(s: Settings) -> dict:
         "beat_schedule": default_schedule(s),
         "redbeat_redis_url": s.redbeat_url,
         "redbeat_key_prefix": s.redbeat_key_prefix,
+        # Explicit, or RedBeat falls back to the broker's transport options and logs a warning.
+        "redbeat_redis_options": {"socket_keepalive": True, "health_check_interval": 25},
         # Only one beat may act: its lock must outlive the longest sleep between ticks.
         "redbeat_lock_timeout": s.redbeat_lock_timeout,
         "redbeat_lock_key": f"{s.redbeat_key_prefix}lock",

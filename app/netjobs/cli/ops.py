@@ -18,7 +18,7 @@ def workers(timeout, as_json):
     """Workers that answer, with their queues and what they are running."""
     from netjobs.services.health import workers_answering
 
-    rows = workers_answering(celery_app(), timeout)
+    rows = list(workers_answering(celery_app(), timeout).values())
     if as_json:
         print_json(rows)
         return

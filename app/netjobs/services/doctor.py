@@ -116,15 +116,17 @@ class Doctor:
         from netjobs.services.health import beat_lock_status
 
         status = beat_lock_status(client, self.settings)
-        ttl = status.get("ttl")
-        held = bool(status.get("held")) and ttl is not None and ttl > 0
-        key = status.get("key") or f"{self.settings.redbeat_key_prefix}lock"
-        if held:
+        ttl, key = status.get("ttl_seconds"), status["key"]
+        if status["fresh"]:
             detail = f"{key} held, expires in {ttl:.1f}s"
-        elif status.get("held"):
-            detail = f"{key} exists but has no expiry (ttl {ttl}): a stale lock blocks every beat"
+        elif status["held"] and ttl is not None and ttl < 0:
+            detail = f"{key} never expires: a stale lock blocks every beat; delete it once no beat runs"
+        elif status["held"]:
+            detail = (f"{key} held but expires in {ttl:.1f}s of {status['lock_timeout']}s: "
+                      "its beat has stopped ticking")
         else:
             detail = f"{key} is not held: no beat is running, scheduled jobs do not start"
+        held = status["fresh"]
         self.add("beat lock", held, detail)
 
     def dead_letters(self) -> None:

@@ -250,8 +250,9 @@ def add_schedule(app, name: str, task: str, sched, *, args: list | None = None, 
     )
     # As beat does for new entries: the first run comes one interval (or cron match) from now.
     entry.last_run_at = datetime.now(timezone.utc)
-    if existing is not None:
-        existing.delete()  # save() keeps an existing last-run time; a replaced entry starts afresh
+    # save() keeps any stored last-run time: a replaced entry (or the meta a beat tick may write
+    # for an entry removed under it) must not carry over.
+    entry.delete()
     entry.save()
     return get_schedule(app, name)
 

@@ -1,0 +1,86 @@
+"""Schedules changed at run time are seen by a running beat; only the beat holding the lock fires."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from sqlalchemy import text
+
+from tests.conftest import wait_until
+from tests.support.beat import FAST_BEAT, beat_process
+from tests.support.cli import invoke, run_netjobs
+
+# Long enough for several 1 s beat ticks: an entry that still fires would show.
+QUIET_PERIOD = 2.5
+
+
+def ping_successes(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(text(
+            "SELECT count(*) FROM job_runs WHERE task_name = 'netjobs.diag.ping' AND state = 'SUCCESS'"
+        )).scalar()
+
+
+def settled_sends(beat, name: str) -> int:
+    """Sends after a change has had time to reach the beat (one tick may already be under way)."""
+    time.sleep(1.2)
+    return beat.sends(name)
+
+
+def test_schedule_changes_reach_a_running_beat(worker, db, netjobs_env):
+    name = f"ping-{uuid.uuid4().hex[:8]}"
+    with beat_process(netjobs_env) as beat:
+        added = invoke("schedule", "add", name, "netjobs.diag.ping", "--every", "1s", "--expires", "30")
+        assert added.exit_code == 0, added.stderr
+        wait_until(lambda: beat.sends(name) >= 2, 15, message="beat to send the new entry twice")
+        # ...and the worker ran them (history written by the worker, not by beat).
+        wait_until(lambda: ping_successes(db) >= 2, 15, message="scheduled pings to run")
+        listed = {s["name"]: s for s in invoke("schedule", "list", "--json").json()}
+        assert listed[name]["enabled"] and listed[name]["schedule"] == "every 1s"
+        assert listed[name]["total_run_count"] >= 2 and listed[name]["options"]["expires"] == 30
+
+
+        assert invoke("schedule", "disable", name).exit_code == 0
+        before = settled_sends(beat, name)
+        time.sleep(QUIET_PERIOD)
+        assert beat.sends(name) == before, "a disabled entry was still sent"
+
+        assert invoke("schedule", "enable", name).exit_code == 0
+        wait_until(lambda: beat.sends(name) >= before + 2, 15, message="re-enabled entry to fire again")
+
+        assert invoke("schedule", "remove", name).exit_code == 0
+        before = settled_sends(beat, name)
+        time.sleep(QUIET_PERIOD)
+        assert beat.sends(name) == before, "a removed entry was still sent"
+        assert name not in {s["name"] for s in invoke("schedule", "list", "--json").json()}
+    assert "Traceback" not in beat.log()
+
+
+def test_second_beat_does_not_fire_while_the_first_holds_the_lock(worker, db, netjobs_env):
+    name = f"lock-{uuid.uuid4().hex[:8]}"
+    assert invoke("schedule", "add", name, "netjobs.diag.ping", "--every", "1s").exit_code == 0
+    try:
+        with beat_process(netjobs_env) as first:
+            wait_until(lambda: first.has_lock and first.sends(name) >= 1, 15, message="first beat to fire")
+            with beat_process(netjobs_env) as second:
+                start = first.sends(name)
+                # Meanwhile doctor (with beat's lock settings) sees the lock held and fresh.
+                doctor = run_netjobs("doctor", "--json", env={**netjobs_env, **FAST_BEAT}).json()
+                lock = next(c for c in doctor["checks"] if c["name"] == "beat lock")
+                assert lock["ok"], lock
+                wait_until(lambda: first.sends(name) >= start + 3, 15, message="first beat to keep firing")
+                assert not second.has_lock
+                assert second.sends(name) == 0
+
+                # Killed without releasing the lock: the second beat takes over once it expires.
+                first.kill()
+                killed = time.monotonic()
+                wait_until(lambda: second.has_lock, 15, message="second beat to acquire the expired lock")
+                waited = time.monotonic() - killed
+                wait_until(lambda: second.sends(name) >= 1, 10, message="second beat to fire")
+        lock_timeout = float(netjobs_env.get("NETJOBS_REDBEAT_LOCK_TIMEOUT", FAST_BEAT["NETJOBS_REDBEAT_LOCK_TIMEOUT"]))
+        # The lock had up to lock_timeout left when the first beat died; the second had to wait it out.
+        assert 1.0 < waited < lock_timeout + 3
+    finally:
+        invoke("schedule", "remove", name)
