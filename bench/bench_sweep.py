@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import platform
 import re
+import resource
 import selectors
 import shutil
 import socket
@@ -134,22 +135,23 @@ def run_netjobs(network, ports: tuple[int, ...], timeout: float, concurrency: in
 
     request = SweepRequest(network=network, devices=None, site=None, tag=None, ports=ports, timeout=timeout,
                            concurrency=concurrency, icmp=False, store_all=False)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu(resource.RUSAGE_SELF)
     summary = run_sweep(request, sweep_id=f"bench-{uuid.uuid4()}")
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, _cpu(resource.RUSAGE_SELF) - cpu
     found = set()
     for entry in summary["open_ports"]:
         address, port = entry.rsplit(":", 1)
         found.add((address, int(port)))
-    return {"seconds": seconds, "addresses": summary["addresses"], "probes": summary["probes"], "open": found,
+    return {"seconds": seconds, "cpu": cpu, "addresses": summary["addresses"], "probes": summary["probes"],
+            "open": found,
             "stored": summary["stored"], "probe_seconds": summary["addresses"] / summary["addresses_per_s"]}
 
 
 def run_nmap(nmap: str, network, ports: tuple[int, ...]) -> dict:
     argv = [nmap, "-sT", "-n", "-Pn", "-T5", "-p", ",".join(map(str, ports)), str(network), "-oG", "-"]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu(resource.RUSAGE_CHILDREN)
     completed = subprocess.run(argv, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, _cpu(resource.RUSAGE_CHILDREN) - cpu
     if completed.returncode != 0:
         raise BenchError(f"nmap failed (exit {completed.returncode}): {completed.stderr.strip()[:300]}")
     found = set()
@@ -157,15 +159,23 @@ def run_nmap(nmap: str, network, ports: tuple[int, ...]) -> dict:
         match = _NMAP_HOST.match(line)
         if match:
             found.update((match.group(1), int(port)) for port in _NMAP_OPEN.findall(match.group(2)))
-    return {"seconds": seconds, "addresses": network.num_addresses, "probes": network.num_addresses * len(ports),
+    return {"seconds": seconds, "cpu": cpu, "addresses": network.num_addresses, "probes": network.num_addresses * len(ports),
             "open": found, "argv": " ".join(argv)}
+
+
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _rates(runs: list[dict]) -> dict:
     median = statistics.median(r["seconds"] for r in runs)
+    cpu = statistics.median(r["cpu"] for r in runs)
     return {
         "runs_s": [round(r["seconds"], 3) for r in runs],
         "median_s": round(median, 3),
+        "cpu_s": round(cpu, 3),  # user + system, median; insensitive to other load on the machine
+        "probes_per_cpu_s": round(runs[0]["probes"] / cpu, 1),
         "addresses": runs[0]["addresses"],
         "probes": runs[0]["probes"],
         "addresses_per_s": round(runs[0]["addresses"] / median, 1),
@@ -252,12 +262,16 @@ def _bench(args) -> int:
     ratio = netjobs["addresses_per_s"] / nm["addresses_per_s"]
     correct = all(r["open"] == expected for r in netjobs_runs + nmap_runs)
     print()
-    print(f"{'contender':10} {'addresses':>10} {'probes':>8} {'median s':>9} {'addresses/s':>12} {'ports/s':>10}")
+    print(f"{'contender':10} {'addresses':>10} {'probes':>8} {'median s':>9} {'addresses/s':>12} {'ports/s':>10} "
+          f"{'cpu s':>7} {'ports/cpu-s':>12}")
     for name, row in (("netjobs", netjobs), ("nmap", nm)):
         print(f"{name:10} {row['addresses']:>10} {row['probes']:>8} {row['median_s']:>9.2f} "
-              f"{row['addresses_per_s']:>12,.0f} {row['probes_per_s']:>10,.0f}")
+              f"{row['addresses_per_s']:>12,.0f} {row['probes_per_s']:>10,.0f} {row['cpu_s']:>7.2f} "
+              f"{row['probes_per_cpu_s']:>12,.0f}")
     verdict = "met" if ratio >= TARGET_RATIO else f"MISSED by {(1 - ratio) * 100:.0f}%"
-    print(f"\nratio netjobs/nmap (addresses/s): {ratio:.2f}x  (target >= {TARGET_RATIO:.1f}x: {verdict})")
+    cpu_ratio = netjobs["probes_per_cpu_s"] / nm["probes_per_cpu_s"]
+    print(f"\nratio netjobs/nmap (addresses/s): {ratio:.2f}x  (target >= {TARGET_RATIO:.1f}x: {verdict}); "
+          f"per CPU second: {cpu_ratio:.2f}x; load average now {os.getloadavg()[0]:.2f}")
     print(f"netjobs stored {netjobs_runs[-1]['stored']} rows per run (open ports only); probing alone took "
           f"{statistics.median(r['probe_seconds'] for r in netjobs_runs):.2f} s (median)")
     if not correct:
@@ -275,6 +289,8 @@ def _bench(args) -> int:
         "netjobs": netjobs,
         "nmap": nm,
         "ratio": round(ratio, 3),
+        "cpu_ratio": round(cpu_ratio, 3),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "target_ratio": TARGET_RATIO,
         "target_met": ratio >= TARGET_RATIO,
         "open_ports_correct": correct,

@@ -157,6 +157,8 @@ def test_malformed_targets_are_refused(value):
     ({"devices": [1, 2]}, "devices must be a list of device names"),
     ({"site": ""}, "site must be a non-empty string"),
     ({"target": "127.0.0.0/16", "ports": "1-1000"}, "more than 1048576 probes"),
+    ({"target": "127.0.0.0/16", "ports": "1-16", "timeout": 2, "concurrency": 100, "time_limit": 540},
+     "can take 20971 s, more than the task time limit"),
 ])
 def test_bad_sweep_arguments_are_refused(arguments, message):
     with pytest.raises(ValidationError, match=message):

@@ -200,10 +200,12 @@ class SweepRequest:
 
 def build_request(*, target=None, devices=None, site=None, tag=None, ports=None, timeout=1.0, icmp=False,
                   concurrency=None, store_all=False, inventory=False, max_addresses: int = 65536,
-                  default_concurrency: int = 1024, icmp_enabled: bool = False) -> SweepRequest:
+                  default_concurrency: int = 1024, icmp_enabled: bool = False,
+                  time_limit: float | None = None) -> SweepRequest:
     """Check task/CLI arguments; every problem is a ValidationError naming the argument.
 
-    ``inventory=True`` selects every enabled device (further narrowed by ``site``/``tag``).
+    ``inventory=True`` selects every enabled device (further narrowed by ``site``/``tag``). A prefix
+    sweep that could outlast ``time_limit`` if nothing answered is refused up front.
     """
     names, site, tag = _device_names(devices), _optional_text(site, "site"), _optional_text(tag, "tag")
     selecting = inventory or names is not None or site is not None or tag is not None
@@ -231,6 +233,13 @@ def build_request(*, target=None, devices=None, site=None, tag=None, ports=None,
     if concurrency is None:
         concurrency = default_concurrency
     concurrency = int(_number(concurrency, "concurrency", *CONCURRENCY_RANGE))
+    if network is not None and port_list and time_limit is not None:
+        worst = prefix_size(network) * len(port_list) * timeout / concurrency
+        if worst > time_limit:
+            raise ValidationError(
+                f"{prefix_size(network)} addresses × {len(port_list)} ports with a {timeout:g} s timeout at "
+                f"concurrency {concurrency} can take {worst:.0f} s, more than the task time limit "
+                f"({time_limit:g} s): lower the timeout, raise the concurrency or split the prefix")
     return SweepRequest(network, names, site, tag, port_list, timeout, concurrency, icmp, store_all)
 
 

@@ -11,7 +11,8 @@ from netjobs.tasks.base import NetjobsTask
 def _request(**arguments) -> SweepRequest:
     settings = get_settings()
     return build_request(**arguments, max_addresses=settings.sweep_max_addresses,
-                         default_concurrency=settings.sweep_concurrency, icmp_enabled=settings.icmp_enabled)
+                         default_concurrency=settings.sweep_concurrency, icmp_enabled=settings.icmp_enabled,
+                         time_limit=settings.task_soft_time_limit)
 
 
 def _progress(task: NetjobsTask, stage: str):
