@@ -7,6 +7,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from netjobs.services.compliance import Rule, RulesFileError, parse_rules
@@ -147,6 +150,29 @@ def test_shipped_example_rules_are_valid():
     rules = load_rules(example)
     assert {r.kind for r in rules} == {"require", "forbid", "regex", "forbid_regex"}
     assert all(isinstance(r, Rule) and r.description for r in rules)
+
+
+rule_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10) | st.sampled_from(["a(", "^x$", "cisco_ios"]),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(
+        st.sampled_from(["name", "description", "platforms", "sites", "tags", "require", "forbid", "regex",
+                         "forbid_regex", "other"]), children, max_size=5),
+    max_leaves=15,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(rule_values, st.fixed_dictionaries({"rules": st.lists(rule_values, max_size=4)})))
+def test_any_rules_document_gives_rules_or_line_numbered_problems(document):
+    content = yaml.safe_dump(document)
+    last_line = content.count("\n") + 1
+    try:
+        rules = parse_rules(content)
+    except RulesFileError as exc:
+        assert exc.problems and all(0 <= line <= last_line and reason for line, reason in exc.problems)
+    else:
+        assert all(r.kind in ("require", "forbid", "regex", "forbid_regex") and r.patterns for r in rules)
+        assert all(r.check("ip ssh version 2\n")[1] for r in rules)
 
 
 # --- against snapshots in a real repository -------------------------------------------------------

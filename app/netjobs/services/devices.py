@@ -54,11 +54,9 @@ class DeviceSpec:
 
     def row(self) -> dict:
         """Column values for the ``devices`` table."""
-        return {
-            "name": self.name, "mgmt_address": self.address, "port": self.port, "platform": self.platform,
-            "site": self.site, "tags": list(self.tags), "enabled": self.enabled,
-            "credentials_ref": self.credentials_ref,
-        }  # fmt: skip
+        values = self.as_dict()
+        values["mgmt_address"] = values.pop("address")
+        return values
 
 
 # --- field parsers: raw value (str from CSV, anything from YAML) -> value, or ValueError(reason) ---
@@ -210,11 +208,8 @@ def build_spec(raw: Mapping[str, object]) -> DeviceSpec:
 
 
 def device_dict(row: Device) -> dict:
-    return {
-        "name": row.name, "address": row.mgmt_address, "port": row.port, "platform": row.platform,
-        "site": row.site, "tags": list(row.tags or ()), "enabled": row.enabled,
-        "credentials_ref": row.credentials_ref,
-    }  # fmt: skip
+    return DeviceSpec(row.name, row.mgmt_address, row.platform, row.port, row.site, tuple(row.tags or ()),
+                      row.enabled, row.credentials_ref).as_dict()
 
 
 def add_device(name, address, platform, port=22, site=None, tags=(), credentials_ref="default",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Callable
 
 import yaml
@@ -56,6 +56,25 @@ def check_size(text: str, source: str = "<input>") -> None:
     if size > MAX_INVENTORY_BYTES:
         raise ValidationError(f"{source} is {size} bytes; inventory files are limited to {MAX_INVENTORY_BYTES} bytes "
                               "(10 MiB): split it")
+
+
+def read_inventory_file(path: str | Path, host: str | None = None) -> str:
+    """The text of an inventory file, size-checked; ValidationError says what is wrong with it."""
+    file = Path(path)
+    where = f" on {host}" if host else ""
+    try:
+        if not file.is_file():
+            raise ValidationError(f"{path} does not exist{where} or is not a file")
+        size = file.stat().st_size
+        if size > MAX_INVENTORY_BYTES:
+            raise ValidationError(f"{path} is {size} bytes; inventory files are limited to {MAX_INVENTORY_BYTES} "
+                                  "bytes (10 MiB): split it")
+        return file.read_text(encoding="utf-8-sig")
+    except PermissionError:
+        raise ValidationError(f"{path} is not readable{where}") from None
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                              f"{exc.start})") from None
 
 
 # --- CSV -------------------------------------------------------------------------------------------

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from netjobs.celery_app import app
 from netjobs.errors import ValidationError
-from netjobs.services.inventory import FORMATS, MAX_INVENTORY_BYTES, check_size, detect_format, import_inventory
+from netjobs.services.inventory import FORMATS, check_size, detect_format, import_inventory, read_inventory_file
 from netjobs.tasks.base import NetjobsTask
 
 
@@ -33,18 +31,5 @@ def import_file(self, path: str, prune: bool = False) -> dict:
     if not isinstance(path, str) or not path:
         raise ValidationError("path must be a file name")
     fmt = detect_format(path)
-    file = Path(path)
-    try:
-        if not file.is_file():
-            raise ValidationError(f"{path} does not exist on worker {self.request.hostname} or is not a file")
-        size = file.stat().st_size
-        if size > MAX_INVENTORY_BYTES:
-            raise ValidationError(f"{path} is {size} bytes; inventory files are limited to {MAX_INVENTORY_BYTES} "
-                                  "bytes (10 MiB): split it")
-        content = file.read_text(encoding="utf-8-sig")
-    except PermissionError:
-        raise ValidationError(f"{path} is not readable by the worker") from None
-    except UnicodeDecodeError as exc:
-        raise ValidationError(f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
-                              f"{exc.start})") from None
+    content = read_inventory_file(path, host=f"worker {self.request.hostname}")
     return import_inventory(content, fmt, path, _check_prune(prune), progress=self.progress)
