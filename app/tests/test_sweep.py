@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import resource
+import shutil
 import uuid
 
 import pytest
@@ -256,6 +257,17 @@ def test_icmp_echo_on_loopback():
     assert all(rtt is not None and rtt >= 0 for rtt in replies.values())
 
 
+def test_icmp_with_plain_ping_when_fping_is_missing():
+    ping = shutil.which("ping")
+    if ping is None:
+        pytest.skip("no ping installed")
+    try:
+        replies = asyncio.run(sweep._icmp_ping(ping, ["127.0.0.1"], 1.0, 4))
+    except PermanentError as exc:
+        pytest.skip(str(exc))
+    assert replies["127.0.0.1"] is not None
+
+
 # --- storing, through the service ------------------------------------------------------------------
 
 
@@ -379,6 +391,25 @@ def test_bad_task_arguments_fail_at_once_with_a_clear_message(worker, db, celery
     with pytest.raises(Exception, match=message):
         result.get(timeout=30)
     assert result.state == "FAILURE"
+
+
+def test_device_addresses_are_resolved_and_shared_addresses_probed_once():
+    devices = [{"id": 1, "name": "a", "address": "localhost", "port": 22},  # /etc/hosts: no DNS traffic
+               {"id": 2, "name": "b", "address": "127.0.0.1", "port": 830},
+               {"id": 3, "name": "c", "address": "127.0.0.1", "port": 22}]
+    selection = sweep.device_targets(devices, None)
+    assert selection.unresolved == []
+    by_address = {t.address: t for t in selection.targets}
+    assert by_address["127.0.0.1"].ports[-1] == 830 and by_address["127.0.0.1"].owners[830] == (2,)
+    assert devices[0]["probed_address"] in ("127.0.0.1", "::1")
+    if devices[0]["probed_address"] == "127.0.0.1":
+        assert by_address["127.0.0.1"].owners[22] == (1, 3) and len(selection.targets) == 1
+
+
+def test_sweeping_an_empty_inventory_is_not_an_error(db):
+    summary = sweep.run_sweep(sweep.build_request(inventory=True), "empty")
+    assert (summary["addresses"], summary["probes"], summary["stored"]) == (0, 0, 0)
+    assert summary["devices"] == {"total": 0, "up": 0, "down": []}
 
 
 def test_unknown_device_is_a_not_found_error(db):

@@ -44,6 +44,7 @@ import socket
 import struct
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -60,6 +61,7 @@ PROBES_PER_ADDRESS_LIMIT = 16  # addresses × ports may not exceed this many tim
 TIMEOUT_RANGE = (0.05, 30.0)
 CONCURRENCY_RANGE = (1, 20000)
 OPEN_LIST_LIMIT = 100  # open ports / down devices listed in the summary
+_RESOLVER_THREADS = 16
 _FD_RESERVE = 128  # descriptors left for the database, Redis, logging, fping
 
 ProgressCallback = Callable[[int, int], None]
@@ -580,8 +582,9 @@ def device_targets(devices: list[dict], ports: tuple[int, ...] | None) -> Device
     """One Target per distinct address; each (address, port) remembers the devices behind it."""
     by_address: dict[str, dict[int, list[int]]] = {}
     unresolved = []
-    for device in devices:
-        address = _resolve(device["address"])
+    with ThreadPoolExecutor(max_workers=_RESOLVER_THREADS) as pool:  # names resolve in parallel
+        resolved = list(pool.map(_resolve, [d["address"] for d in devices]))
+    for device, address in zip(devices, resolved):
         if address is None:
             unresolved.append(device)
             continue
