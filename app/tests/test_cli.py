@@ -6,7 +6,10 @@ import json
 import uuid
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
+
+# The machine is shared: a slow first example is not a failure.
+relaxed = settings(deadline=None)
 
 from tests.conftest import wait_until
 from tests.support.cli import assert_one_error_line, invoke, run_netjobs
@@ -20,6 +23,7 @@ json_values = st.recursive(
 )
 
 
+@relaxed
 @given(key=st.from_regex(r"\A[a-z_][a-z0-9_]{0,10}\Z").filter(lambda k: k not in ("if", "in", "is", "or", "as")),
        value=json_values)
 def test_arg_values_round_trip_as_json(key, value):
@@ -28,6 +32,7 @@ def test_arg_values_round_trip_as_json(key, value):
     assert parse_task_args([f"{key}={json.dumps(value)}"]) == {key: value}
 
 
+@relaxed
 @given(st.text())
 def test_arg_values_are_json_or_else_the_text_itself(text):
     from netjobs.cli.params import parse_value
@@ -41,6 +46,7 @@ def test_arg_values_are_json_or_else_the_text_itself(text):
     json.dumps(value, allow_nan=False)  # always sendable as a task argument
 
 
+@relaxed
 @given(st.text())
 def test_arg_parser_never_crashes(pair):
     from netjobs.cli.params import parse_task_args
@@ -79,11 +85,46 @@ def test_bad_arg_pairs(pairs, message):
         parse_task_args(pairs)
 
 
-@given(st.lists(st.integers(1, 65535), min_size=1, max_size=10))
-def test_ports_parse(ports):
-    from netjobs.cli.params import parse_ports
+@relaxed
+@given(amount=st.integers(0, 10_000), unit=st.sampled_from(["s", "m", "min", "h", "d", "w", "H", "D"]))
+def test_since_durations_count_back_from_now(amount, unit):
+    from datetime import datetime, timedelta, timezone
 
-    assert parse_ports(",".join(map(str, ports))) == sorted(set(ports))
+    from netjobs.errors import ValidationError
+    from netjobs.services.runs import parse_since
+
+    now = datetime(2025, 6, 1, tzinfo=timezone.utc)
+    seconds = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}[unit.lower()]
+    if amount * seconds > 100 * 365 * 86400:
+        with pytest.raises(ValidationError, match="100 years"):
+            parse_since(f"{amount}{unit}", now)
+    else:
+        assert parse_since(f"{amount}{unit}", now) == now - timedelta(seconds=amount * seconds)
+
+
+@relaxed
+@given(st.datetimes(timezones=st.none() | st.timezones()))
+def test_since_iso_times_round_trip(when):
+    from datetime import datetime, timezone
+
+    from netjobs.services.runs import parse_since
+
+    written = datetime.fromisoformat(when.isoformat())  # the instant the text names (DST gaps included)
+    parsed = parse_since(when.isoformat())
+    assert parsed.tzinfo is not None
+    assert parsed == (written if written.tzinfo else written.replace(tzinfo=timezone.utc))
+
+
+@relaxed
+@given(st.text(max_size=30))
+def test_since_parser_only_raises_validation_errors(text):
+    from netjobs.errors import ValidationError
+    from netjobs.services.runs import parse_since
+
+    try:
+        assert parse_since(text).tzinfo is not None
+    except ValidationError as exc:
+        assert "--since" in str(exc)
 
 
 # --- CLI errors: exit 2, one line, no traceback ------------------------------------------------
@@ -95,11 +136,13 @@ def test_ports_parse(ports):
     (["submit", "netjobs.diag.sleep", "--arg", "secs=1"], ["unexpected keyword argument 'secs'", "seconds=1.0"]),
     (["submit", "netjobs.diag.ping", "--queue", "nowhere"], ["unknown queue 'nowhere'", "default"]),
     (["submit", "netjobs.diag.ping", "--countdown", "soon"], ["--countdown"]),
-    (["sweep", "10.0.0.0/33"], ["invalid prefix"]),
-    (["sweep", "not-an-address"], ["invalid prefix"]),
+    (["sweep", "10.0.0.0/33"], ["'10.0.0.0/33' is not an IPv4/IPv6 prefix"]),
+    (["sweep", "not-an-address"], ["'not-an-address' is not an IPv4/IPv6 prefix"]),
     (["sweep", "10.0.0.0/8"], ["16777216 addresses", "65536"]),
-    (["sweep", "10.0.0.0/24", "--ports", "22,70000"], ["ports are 1-65535"]),
-    (["sweep"], ["PREFIX"]),
+    (["sweep", "10.0.0.0/24", "--ports", "22,70000"], ["70000", "out of range"]),
+    (["sweep", "10.0.0.0/24", "--timeout", "fast"], ["--timeout"]),
+    (["sweep"], ["give either a target"]),
+    (["sweep", "10.0.0.0/24", "--devices", "r1"], ["not both"]),
     (["backup"], ["DEVICE or --all"]),
     (["runs", "--since", "yesterday"], ["invalid --since"]),
     (["runs", "--state", "DONE"], ["unknown state"]),
@@ -214,6 +257,25 @@ def test_runs_table_and_json_filters(worker, db):
     table = invoke("runs")
     assert table.exit_code == 0
     assert ok in table.stdout and "SUCCESS" in table.stdout and "netjobs.diag.fail" in table.stdout
+
+
+def test_sweep_and_backup_shortcuts_run_on_the_worker(worker, db):
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        swept = invoke("sweep", "127.0.0.0/30", "--ports", str(port), "--timeout", "0.5", "--wait")
+    assert swept.exit_code == 0, swept.stderr
+    summary = json.loads("\n".join(swept.stdout.splitlines()[1:]))
+    assert summary["target"] == "127.0.0.0/30" and summary["ports"] == [port]
+    assert summary["open_ports"] == [f"127.0.0.1:{port}"]
+    assert invoke("runs", "--task", "netjobs.network.sweep", "--json").json()[0]["queue"] == "network"
+
+    backed_up = invoke("backup", "--all", "--site", "nowhere", "--wait")
+    assert backed_up.exit_code == 0, backed_up.stderr
+    assert json.loads("\n".join(backed_up.stdout.splitlines()[1:]))["failed"] == 0
 
 
 # --- devices and inventory -----------------------------------------------------------------

@@ -7,7 +7,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from celery.schedules import crontab, schedule as interval_schedule
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
+
+# The machine is shared: a slow first example is not a failure.
+relaxed = settings(deadline=None)
 
 from netjobs.errors import NotFoundError, ValidationError
 from netjobs.services import schedules
@@ -16,6 +19,7 @@ from tests.support.cli import invoke
 # --- parsers ---------------------------------------------------------------------------------
 
 
+@relaxed
 @given(st.integers(1, 366 * 86400))
 def test_interval_of_whole_seconds_round_trips(seconds):
     text = schedules.format_seconds(seconds)
@@ -23,6 +27,7 @@ def test_interval_of_whole_seconds_round_trips(seconds):
     assert schedules.parse_interval(str(seconds)) == seconds
 
 
+@relaxed
 @given(st.lists(st.tuples(st.integers(0, 50), st.sampled_from("smhdw")), min_size=1, max_size=4))
 def test_compound_intervals_add_up(parts):
     text = "".join(f"{n}{u}" for n, u in parts)
@@ -34,6 +39,7 @@ def test_compound_intervals_add_up(parts):
             schedules.parse_interval(text)
 
 
+@relaxed
 @given(st.text(max_size=20))
 def test_interval_parser_only_raises_validation_errors(text):
     try:
@@ -50,6 +56,7 @@ cron_field = st.one_of(
 )
 
 
+@relaxed
 @given(st.lists(cron_field, min_size=0, max_size=7).map(" ".join))
 def test_cron_parser_returns_a_crontab_or_a_clear_error(expr):
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ from netjobs.cli.common import (
     EXIT_FAILED, EXIT_OK, celery_app, check_queue, check_task_kwargs, err, escape, fail, note, print_json,
     require_broker_and_backend, resolve_task, settings, short_time, warn,
 )
-from netjobs.cli.params import parse_names, parse_ports, parse_seconds, parse_task_args
+from netjobs.cli.params import parse_names, parse_seconds, parse_task_args
 from netjobs.errors import NotFoundError, ValidationError
 
 POLL_INTERVAL = 0.2
@@ -155,18 +154,6 @@ def submit(task_name, args, queue, countdown, wait_, timeout):
     raise SystemExit(send(task_name, kwargs, queue=queue, countdown=delay, wait=wait_, timeout=timeout))
 
 
-def check_prefix(prefix: str) -> str:
-    try:
-        network = ipaddress.ip_network(prefix.strip(), strict=False)
-    except ValueError:
-        raise ValidationError(f"invalid prefix {prefix!r}: use an IPv4/IPv6 address or prefix like 10.1.0.0/24") from None
-    limit = settings().sweep_max_addresses
-    if network.num_addresses > limit:
-        raise ValidationError(f"prefix {prefix} has {network.num_addresses} addresses; the limit is {limit} "
-                              "(NETJOBS_SWEEP_MAX_ADDRESSES): split it")
-    return str(network)
-
-
 @click.command()
 @click.argument("prefix", required=False)
 @click.option("--ports", default=None, help="TCP ports, e.g. 22,443 or 8000-8010.")
@@ -174,29 +161,24 @@ def check_prefix(prefix: str) -> str:
 @click.option("--devices", default=None, metavar="A,B", help="Sweep these inventory devices instead of a prefix.")
 @click.option("--site", default=None, help="Sweep the devices of this site.")
 @click.option("--tag", default=None, help="Sweep the devices with this tag.")
-@click.option("--icmp", is_flag=True, help="Also ping (if the worker may).")
+@click.option("--icmp", is_flag=True, help="Also ping (if the network workers may).")
 @wait_option
 @click.option("--wait-timeout", default=None, metavar="S", help="With --wait: give up after S seconds.")
 def sweep(prefix, ports, probe_timeout, devices, site, tag, icmp, wait_, wait_timeout):
     """Reachability sweep of PREFIX (10.1.0.0/22), or of inventory devices."""
-    selections = [x for x in (prefix, devices) if x] + ([site or tag] if (site or tag) else [])
-    if len(selections) != 1:
-        raise ValidationError("give one of PREFIX, --devices A,B, or --site/--tag")
-    kwargs: dict = {}
-    if prefix:
-        kwargs["target"] = check_prefix(prefix)
-    if devices:
-        kwargs["devices"] = parse_names(devices, "device")
-    if site:
-        kwargs["site"] = site
-    if tag:
-        kwargs["tag"] = tag
-    if ports is not None:
-        kwargs["ports"] = parse_ports(ports)
-    if probe_timeout is not None:
-        kwargs["timeout"] = parse_seconds(probe_timeout, "--timeout", allow_zero=False)
-    if icmp:
-        kwargs["icmp"] = True
+    from netjobs.services.sweep import build_request
+
+    kwargs: dict = {"target": prefix, "devices": parse_names(devices, "device") if devices is not None else None,
+                    "site": site, "tag": tag, "ports": ports, "icmp": icmp,
+                    "timeout": parse_seconds(probe_timeout, "--timeout", allow_zero=False) if probe_timeout else None}
+    kwargs = {k: v for k, v in kwargs.items() if v not in (None, False)}
+    s = settings()
+    # The worker checks again; whether ICMP is allowed is the network workers' setting, not ours.
+    request = build_request(**kwargs, max_addresses=s.sweep_max_addresses, icmp_enabled=True)
+    if request.network is not None:
+        kwargs["target"] = str(request.network)
+    if request.ports is not None and ports is not None:
+        kwargs["ports"] = list(request.ports)
     raise SystemExit(send("netjobs.network.sweep", kwargs, wait=wait_, timeout=wait_timeout))
 
 

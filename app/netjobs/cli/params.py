@@ -38,25 +38,6 @@ def parse_task_args(pairs: tuple[str, ...] | list[str]) -> dict:
     return kwargs
 
 
-def parse_ports(text: str) -> list[int]:
-    """``22,443`` or ``8000-8010`` or a mix -> sorted unique ports."""
-    ports: set[int] = set()
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        low, dash, high = part.partition("-")
-        try:
-            first, last = int(low), int(high if dash else low)
-        except ValueError:
-            raise ValidationError(f"invalid port {part!r} in --ports {text!r}") from None
-        if not (1 <= first <= 65535 and 1 <= last <= 65535) or first > last:
-            raise ValidationError(f"invalid port range {part!r}: ports are 1-65535, low-high")
-        ports.update(range(first, last + 1))
-    if not ports:
-        raise ValidationError("--ports is empty")
-    return sorted(ports)
-
-
 def parse_names(text: str, what: str = "name") -> list[str]:
     """``a,b , c`` -> ``["a", "b", "c"]`` (no empties, no duplicates)."""
     names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
