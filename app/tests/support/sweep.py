@@ -18,45 +18,36 @@ def free_port(address: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
-@contextlib.contextmanager
-def open_ports(addresses: Sequence[str], port: int | None = None) -> Iterator[int]:
-    """Listen on ``port`` (default: a free one) on every address; yields the port."""
-    port = port or free_port(addresses[0])
-    listeners = []
-    try:
-        for address in addresses:
-            family = socket.AF_INET6 if ":" in address else socket.AF_INET
-            listener = socket.socket(family, socket.SOCK_STREAM)
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind((address, port))
-            listener.listen(128)
-            listeners.append(listener)
-        yield port
-    finally:
-        for listener in listeners:
-            listener.close()
+def _listener(address: str, port: int, backlog: int) -> socket.socket:
+    listener = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((address, port))
+    listener.listen(backlog)
+    return listener
 
 
 @contextlib.contextmanager
-def filtered_ports(addresses: Sequence[str], port: int | None = None) -> Iterator[int]:
-    """A port where connects time out: a listener whose accept queue is full drops further SYNs."""
+def _listening(addresses: Sequence[str], port: int | None, backlog: int, queued: int) -> Iterator[int]:
+    """Listeners on ``port`` at every address, each with ``queued`` connections never accepted."""
     port = port or free_port(addresses[0])
-    sockets = []
-    try:
+    with contextlib.ExitStack() as stack:
         for address in addresses:
-            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            listener.bind((address, port))
-            listener.listen(0)
-            sockets.append(listener)
-            for _ in range(3):  # fill the queue of a backlog-0 listener; never accepted
-                client = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            stack.enter_context(_listener(address, port, backlog))
+            for _ in range(queued):
+                client = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK))
                 code = client.connect_ex((address, port))
                 assert code in (0, errno.EINPROGRESS), code
-                sockets.append(client)
         yield port
-    finally:
-        for sock in sockets:
-            sock.close()
+
+
+def open_ports(addresses: Sequence[str], port: int | None = None):
+    """Listen on ``port`` (default: a free one) on every address; yields the port."""
+    return _listening(addresses, port, backlog=128, queued=0)
+
+
+def filtered_ports(addresses: Sequence[str], port: int | None = None):
+    """A port where connects time out: a backlog-0 listener with a full accept queue drops SYNs."""
+    return _listening(addresses, port, backlog=0, queued=3)
 
 
 def ipv6_loopback_available() -> bool:
