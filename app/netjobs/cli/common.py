@@ -168,6 +168,15 @@ def print_json(value) -> None:
     click.echo(json.dumps(plain(value), indent=2, sort_keys=False))
 
 
+def new_table(title: str, columns: tuple[str, ...], no_wrap: tuple[str, ...] = ()):
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, no_wrap=column in no_wrap)
+    return table
+
+
 def short_time(value: datetime | str | None) -> str:
     if value is None:
         return "-"

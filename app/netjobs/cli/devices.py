@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import click
-from rich.table import Table
-
-from netjobs.cli.common import EXIT_FAILED, err, escape, note, out, print_json, settings
+from netjobs.cli.common import EXIT_FAILED, err, escape, new_table, note, out, print_json, settings
 
 
 @click.group()
@@ -51,9 +49,8 @@ def devices_list(site, tag, enabled, as_json):
     if as_json:
         print_json(rows)
         return
-    table = Table(title=f"devices ({len(rows)})", title_justify="left")
-    for column in ("name", "address", "port", "platform", "site", "tags", "enabled", "credentials"):
-        table.add_column(column, no_wrap=column in ("name", "address"))
+    table = new_table(f"devices ({len(rows)})", ("name", "address", "port", "platform", "site", "tags", "enabled",
+                                                 "credentials"), no_wrap=("name", "address"))
     for d in rows:
         table.add_row(escape(d["name"]), escape(d["address"]), str(d["port"]), d["platform"], escape(d["site"] or ""),
                       escape(", ".join(d["tags"])), "yes" if d["enabled"] else "[red]no[/red]",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import click
-from rich.table import Table
-
-from netjobs.cli.common import EXIT_FAILED, celery_app, err, escape, note, out, print_json, settings, short_time
+from netjobs.cli.common import (
+    EXIT_FAILED, celery_app, err, escape, new_table, note, out, print_json, settings, short_time,
+)
 
 STATE_COLORS = {"SUCCESS": "green", "FAILURE": "red", "REVOKED": "magenta", "RETRY": "yellow", "STARTED": "cyan"}
 
@@ -46,9 +46,8 @@ def runs(task, state, since, limit, as_json):
     if as_json:
         print_json(rows)
         return
-    table = Table(title=f"job runs ({len(rows)})", title_justify="left")
-    for column in ("when", "task", "state", "queue", "worker", "took", "id", "result / error"):
-        table.add_column(column, no_wrap=column in ("when", "id", "state"))
+    table = new_table(f"job runs ({len(rows)})", ("when", "task", "state", "queue", "worker", "took", "id",
+                                                   "result / error"), no_wrap=("when", "id", "state"))
     for run in rows:
         table.add_row(short_time(run.started_at or run.published_at or run.state_at), escape(run.task_name or "?"),
                       _state(run.state), run.queue or "", escape(run.worker or ""), _duration(run.duration_ms),
@@ -74,9 +73,8 @@ def dlq_list(include_requeued, limit, as_json):
     if as_json:
         print_json(letters)
         return
-    table = Table(title=f"dead letters ({len(letters)})", title_justify="left")
-    for column in ("id", "failed", "task", "queue", "retries", "error", "requeued as"):
-        table.add_column(column, no_wrap=column in ("id", "failed"))
+    table = new_table(f"dead letters ({len(letters)})",
+                      ("id", "failed", "task", "queue", "retries", "error", "requeued as"), no_wrap=("id", "failed"))
     for letter in letters:
         table.add_row(str(letter.id), short_time(letter.failed_at), escape(letter.task_name), letter.queue or "",
                       str(letter.retries), _clip(letter.error), letter.requeued_task_id or "")

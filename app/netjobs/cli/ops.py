@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import click
-from rich.table import Table
-
-from netjobs.cli.common import EXIT_FAILED, EXIT_OK, celery_app, escape, note, out, print_json, settings
+from netjobs.cli.common import EXIT_FAILED, EXIT_OK, celery_app, escape, new_table, note, out, print_json, settings
 
 inspect_timeout = click.option("--timeout", default=2.0, show_default=True, type=click.FloatRange(0.1, 60),
                                help="Seconds to wait for workers to answer.")
@@ -22,9 +20,8 @@ def workers(timeout, as_json):
     if as_json:
         print_json(rows)
         return
-    table = Table(title=f"workers ({len(rows)})", title_justify="left")
-    for column in ("worker", "queues", "active", "pool", "processed"):
-        table.add_column(column, no_wrap=column == "worker")
+    table = new_table(f"workers ({len(rows)})", ("worker", "queues", "active", "pool", "processed"),
+                      no_wrap=("worker",))
     for w in rows:
         table.add_row(escape(w["name"]), escape(", ".join(w.get("queues") or [])), str(w.get("active", "-")),
                       escape(str(w.get("pool", "-"))), str(w.get("processed", "-")))
@@ -49,9 +46,7 @@ def queues(timeout, as_json):
     if as_json:
         print_json(rows)
         return
-    table = Table(title="queues", title_justify="left")
-    for column in ("queue", "waiting", "consumers"):
-        table.add_column(column)
+    table = new_table("queues", ("queue", "waiting", "consumers"))
     for row in rows:
         who = ", ".join(row["consumers"]) or "[red]none[/red]"
         table.add_row(row["queue"], str(row["length"]), who if not row["consumers"] else escape(who))

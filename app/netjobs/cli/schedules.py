@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import click
-from rich.table import Table
-
-from netjobs.cli.common import celery_app, check_queue, check_task_kwargs, escape, note, out, print_json, resolve_task, warn
+from netjobs.cli.common import (
+    celery_app, check_queue, check_task_kwargs, escape, new_table, note, out, print_json, resolve_task, short_time, warn,
+)
 from netjobs.cli.params import parse_task_args
 
 
@@ -26,9 +26,8 @@ def schedule_list(as_json):
     if as_json:
         print_json(views)
         return
-    table = Table(title=f"schedules ({len(views)})", title_justify="left")
-    for column in ("name", "task", "when", "enabled", "next run", "last run", "arguments", "origin"):
-        table.add_column(column, no_wrap=column in ("name", "next run", "last run"))
+    table = new_table(f"schedules ({len(views)})", ("name", "task", "when", "enabled", "next run", "last run",
+                                                    "arguments", "origin"), no_wrap=("name", "next run", "last run"))
     for view in views:
         arguments = " ".join(f"{k}={json.dumps(v)}" for k, v in view.kwargs.items())
         if view.args:
@@ -39,8 +38,7 @@ def schedule_list(as_json):
         table.add_row(
             escape(view.name), escape(view.task), escape(view.schedule),
             "[green]yes[/green]" if view.enabled else "[red]no[/red]",
-            view.next_run.astimezone().strftime("%Y-%m-%d %H:%M:%S") if view.next_run else "-",
-            view.last_run.astimezone().strftime("%Y-%m-%d %H:%M:%S") if view.last_run else "-",
+            short_time(view.next_run), short_time(view.last_run),
             escape(arguments), origin,
         )
     out().print(table)
@@ -73,8 +71,7 @@ def schedule_add(name, task_name, every, cron, args, queue, expires, replace, as
     if as_json:
         print_json(view)
         return
-    when = view.next_run.astimezone().strftime("%Y-%m-%d %H:%M:%S") if view.next_run else "never"
-    note(f"schedule {view.name}: {view.task} {view.schedule}; next run {when}")
+    note(f"schedule {view.name}: {view.task} {view.schedule}; next run {short_time(view.next_run)}")
 
 
 @schedule.command(name="remove")
