@@ -40,14 +40,17 @@ def seed(engine, old: int, recent: int) -> None:
 
 
 def ages_left(engine) -> dict[str, list[int]]:
-    columns = {"job_runs": "state_at", "dead_letters": "failed_at", "reachability_results": "checked_at",
-               "compliance_results": "checked_at"}
+    """Ages in days of the seeded rows left (job_runs may also get rows from other tests' late history)."""
+    queries = {
+        "job_runs": "SELECT state_at FROM job_runs WHERE task_id LIKE 'run-%'",
+        "dead_letters": "SELECT failed_at FROM dead_letters",
+        "reachability_results": "SELECT checked_at FROM reachability_results",
+        "compliance_results": "SELECT checked_at FROM compliance_results",
+    }
+    now = datetime.now(timezone.utc)
     with engine.connect() as conn:
-        return {
-            table: sorted(conn.execute(text(f"SELECT round(extract(epoch FROM now() - {column}) / 86400)::int "
-                                            f"FROM {table}")).scalars())
-            for table, column in columns.items()
-        }
+        return {table: sorted(round((now - at) / timedelta(days=1)) for at in conn.execute(text(sql)).scalars())
+                for table, sql in queries.items()}
 
 
 def test_purge_deletes_old_rows_in_batches_and_keeps_recent_ones(db):
