@@ -12,7 +12,7 @@ import shutil
 import uuid
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, strategies as st
 from sqlalchemy import insert, text
 
 from netjobs.errors import NotFoundError, PermanentError, ValidationError

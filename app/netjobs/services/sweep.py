@@ -48,12 +48,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert
+
+from netjobs.db.engine import session_scope
+from netjobs.db.models import Device, ReachabilityResult
 from netjobs.errors import PermanentError, ValidationError
+from netjobs.services.devices import select_devices
 
 OPEN, CLOSED, FILTERED, UNREACHABLE, ERROR = "open", "closed", "filtered", "unreachable", "error"
 UP, DOWN = "up", "down"
 TCP_STATES = (OPEN, CLOSED, FILTERED, UNREACHABLE, ERROR)
-ANSWERED = frozenset({OPEN, CLOSED, UP})
+_TCP_ANSWERED = frozenset({OPEN, CLOSED})
 
 DEFAULT_PREFIX_PORTS: tuple[int, ...] = (22, 80, 443)
 MAX_PORTS = 1024
@@ -422,12 +428,12 @@ class _TcpProber:
         outcome = self.outcome
         outcome.probes += 1
         outcome.states[state] += 1
+        answered = state in _TCP_ANSWERED
         if self.keep(target, state):
-            answered = state in (OPEN, CLOSED)
             outcome.results.append((target, port, state, round(rtt, 3) if answered and rtt is not None else None,
                                     _error_text(code)))
         entry = self.inflight[target]
-        if state in (OPEN, CLOSED):
+        if answered:
             entry[1] = True
         entry[0] -= 1
         if entry[0] == 0:
@@ -575,7 +581,6 @@ def _resolve(address: str) -> str | None:
 class DeviceTargets:
     targets: list[Target]
     unresolved: list[dict]  # devices whose management name did not resolve
-    devices: list[dict]
 
 
 def device_targets(devices: list[dict], ports: tuple[int, ...] | None) -> DeviceTargets:
@@ -593,16 +598,10 @@ def device_targets(devices: list[dict], ports: tuple[int, ...] | None) -> Device
             by_address.setdefault(address, {}).setdefault(port, []).append(device["id"])
     targets = [Target(address, sorted(owners), {p: tuple(ids) for p, ids in owners.items()})
                for address, owners in by_address.items()]
-    return DeviceTargets(targets, unresolved, devices)
+    return DeviceTargets(targets, unresolved)
 
 
 def _select_devices(request: SweepRequest) -> list[dict]:
-    from sqlalchemy import select
-
-    from netjobs.db.engine import session_scope
-    from netjobs.db.models import Device
-    from netjobs.services.devices import select_devices
-
     chosen = select_devices(names=request.devices, site=request.site, tag=request.tag)
     if not chosen:
         return []
@@ -618,12 +617,6 @@ _INSERT_CHUNK = 5000
 
 def store_results(sweep_id: str, rows: list[dict]) -> int:
     """Replace the rows of ``sweep_id`` with ``rows`` in one transaction; returns the rows written."""
-    from sqlalchemy import delete, func, select
-    from sqlalchemy.dialects.postgresql import insert
-
-    from netjobs.db.engine import session_scope
-    from netjobs.db.models import Device, ReachabilityResult
-
     with session_scope() as session:
         # Two deliveries of the same task may overlap (visibility timeout): one writer at a time.
         session.execute(select(func.pg_advisory_xact_lock(func.hashtext("netjobs.sweep:" + sweep_id))))
