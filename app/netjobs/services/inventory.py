@@ -223,7 +223,7 @@ def parse_inventory(text: str, fmt: str, source: str = "<input>") -> ParseResult
 
 def _upsert(session, specs: list[DeviceSpec]) -> tuple[int, int]:
     """Insert new devices, update changed ones, leave equal ones untouched. Returns (created, updated)."""
-    statement = insert(Device).values([s.row() for s in specs])
+    statement = insert(Device)
     changed = tuple_(*(getattr(Device, c) for c in _COMPARED)).is_distinct_from(
         tuple_(*(statement.excluded[c] for c in _COMPARED))
     )
@@ -232,7 +232,8 @@ def _upsert(session, specs: list[DeviceSpec]) -> tuple[int, int]:
         set_={c: statement.excluded[c] for c in _COMPARED} | {"updated_at": func.now()},
         where=changed,
     ).returning(literal_column("xmax = 0").label("inserted"))  # xmax is 0 on a freshly inserted row
-    inserted = [row.inserted for row in session.execute(statement)]
+    # One compiled statement, many parameter sets: SQLAlchemy sends them as multi-row VALUES pages.
+    inserted = [row.inserted for row in session.execute(statement, [s.row() for s in specs])]
     return sum(inserted), len(inserted) - sum(inserted)
 
 
