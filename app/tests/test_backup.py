@@ -228,6 +228,14 @@ def test_redelivered_backup_adds_no_commit_and_no_row(db, sim_lab):
     assert len(snapshot_rows(db, device_id)) == 1
     assert commits(get_settings().backup_repo, device_filename(device.name)) == 1
 
+    # Killed after the commit but before the snapshot row: the redelivery finds its own commit.
+    with db.begin() as conn:
+        conn.execute(text("DELETE FROM config_snapshots WHERE device_id = :d"), {"d": device_id})
+    resumed = backup_device(device.name, task_id="same-task")
+    assert (resumed.status, resumed.commit) == ("changed", first.commit)
+    assert [(r.changed, r.task_id) for r in snapshot_rows(db, device_id)] == [(True, "same-task")]
+    assert commits(get_settings().backup_repo, device_filename(device.name)) == 1
+
 
 @pytest.mark.parametrize("fail_mode, message", [("disconnect-mid-session", "connection lost"), ("hang", "no answer to")])
 def test_broken_sessions_are_transient(db, sim_lab, fail_mode, message):

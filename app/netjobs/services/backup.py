@@ -14,6 +14,7 @@ import re
 import socket
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
@@ -30,7 +31,7 @@ from netjobs.platforms import (
     VOLATILE_LINE_PATTERNS,
 )
 from netjobs.services.credentials import DeviceCredentials, credentials_for
-from netjobs.services.gitrepo import commit_file, device_filename
+from netjobs.services.gitrepo import CommitOutcome, commit_file, device_filename
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +231,37 @@ def record_snapshot(device_id: int, digest: str, commit: str, changed: bool, tas
         return snapshot_id
 
 
+def _snapshot_of_task(device_id: int, digest: str, task_id: str | None) -> tuple[int, str, bool] | None:
+    if task_id is None:
+        return None
+    with session_scope() as session:
+        row = session.execute(
+            select(ConfigSnapshot.id, ConfigSnapshot.git_commit, ConfigSnapshot.changed)
+            .where(ConfigSnapshot.device_id == device_id, ConfigSnapshot.content_hash == digest,
+                   ConfigSnapshot.task_id == task_id)
+        ).first()
+    return tuple(row) if row is not None else None
+
+
+def _committed_already(device_id: int, digest: str, path: Path, text: str) -> str | None:
+    """The commit holding ``text``, if the latest snapshot has it and the file still matches.
+
+    The common nightly case - nothing changed - then needs no git process and no repository lock.
+    """
+    with session_scope() as session:
+        latest = session.execute(
+            select(ConfigSnapshot.content_hash, ConfigSnapshot.git_commit)
+            .where(ConfigSnapshot.device_id == device_id)
+            .order_by(ConfigSnapshot.collected_at.desc(), ConfigSnapshot.id.desc()).limit(1)
+        ).first()
+    if latest is None or latest.content_hash != digest or not latest.git_commit:
+        return None
+    try:
+        return latest.git_commit if path.read_text() == text else None
+    except OSError:
+        return None
+
+
 def backup_device(name: str, task_id: str | None = None, settings: Settings | None = None) -> BackupResult:
     """Back up one device. Safe to repeat: the same task id never adds a second commit or row."""
     settings = settings or get_settings()
@@ -239,8 +271,16 @@ def backup_device(name: str, task_id: str | None = None, settings: Settings | No
     check_complete(target, raw)
     text = normalize_config(target.platform, raw)
     digest = content_hash(text)
-    outcome = commit_file(settings.backup_repo, device_filename(target.name), text,
-                          f"{target.name}: configuration changed", task_id)
+    earlier = _snapshot_of_task(target.id, digest, task_id)
+    if earlier is not None:  # a redelivery that got as far as recording: nothing more to do
+        snapshot_id, commit, changed = earlier
+        return BackupResult(target.name, "changed" if changed else "unchanged", commit, snapshot_id, digest)
+    filename = device_filename(target.name)
+    commit = _committed_already(target.id, digest, settings.backup_repo / filename, text)
+    if commit is not None:
+        outcome = CommitOutcome(commit, changed=False)
+    else:
+        outcome = commit_file(settings.backup_repo, filename, text, f"{target.name}: configuration changed", task_id)
     snapshot_id = record_snapshot(target.id, digest, outcome.commit, outcome.changed, task_id)
     status = "changed" if outcome.changed else "unchanged"
     log.info("backup %s: %s (%s)", target.name, status, outcome.commit[:12])

@@ -116,19 +116,32 @@ def commit_file(repo: Path, filename: str, content: str, message: str, task_id: 
     """
     with repo_lock(repo):
         _ensure_initialized(repo)
-        path = repo / filename
-        _write_atomically(path, content)
+        _write_atomically(repo / filename, content)
         git(repo, "add", "--", filename)
-        if git(repo, "diff", "--cached", "--quiet", "--", filename, check=False).returncode == 0:
-            last = _last_commit_of(repo, filename)
-            if last is None:
-                raise GitError(f"{filename} is unchanged but was never committed in {repo}")
-            sha, last_message = last
-            own = task_id is not None and f"{TASK_TRAILER}: {task_id}" in last_message
-            return CommitOutcome(sha, changed=own)
         body = f"{message}\n\n{TASK_TRAILER}: {task_id}\n" if task_id else f"{message}\n"
-        git(repo, "commit", "-q", "--no-verify", "-F", "-", "--", filename, stdin=body)
-        return CommitOutcome(git(repo, "rev-parse", "HEAD").stdout.strip(), changed=True)
+        # `commit -- path` commits only this file; with no difference it exits 1 and commits nothing.
+        result = git(repo, "commit", "-q", "--no-verify", "-F", "-", "--", filename, stdin=body, check=False)
+        if result.returncode == 0:
+            return CommitOutcome(_head(repo), changed=True)
+        if git(repo, "diff", "--cached", "--quiet", "--", filename, check=False).returncode != 0:
+            raise GitError(f"git commit failed in {repo}: {(result.stderr or result.stdout).strip()}")
+        last = _last_commit_of(repo, filename)
+        if last is None:
+            raise GitError(f"{filename} is unchanged but was never committed in {repo}")
+        sha, last_message = last
+        own = task_id is not None and f"{TASK_TRAILER}: {task_id}" in last_message
+        return CommitOutcome(sha, changed=own)
+
+
+def _head(repo: Path) -> str:
+    """The commit HEAD points to; read from the ref file, saving a `git rev-parse` under the lock."""
+    head = (repo / ".git" / "HEAD").read_text().strip()
+    if head.startswith("ref: "):
+        ref = repo / ".git" / head[5:]
+        if ref.is_file():
+            return ref.read_text().strip()
+        return git(repo, "rev-parse", "HEAD").stdout.strip()
+    return head
 
 
 def read_file_at(repo: Path, filename: str, commit: str = "HEAD") -> str:
