@@ -25,24 +25,21 @@ def _platforms(raw: str) -> list[str]:
     return names
 
 
-def _port(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {raw!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {value}")
-    return value
+def _int_between(low: int, high: int, what: str):
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} must be {low}-{high}, got {value}")
+        return value
+
+    return parse
 
 
-def _count(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
-    if not 1 <= value <= 5000:
-        raise argparse.ArgumentTypeError(f"count must be 1-5000, got {value}")
-    return value
+_port = _int_between(0, 65535, "port")
+_count = _int_between(1, 5000, "count")
 
 
 def build_parser() -> argparse.ArgumentParser:
