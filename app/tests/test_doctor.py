@@ -13,7 +13,7 @@ def checks_by_name(result) -> dict[str, dict]:
 
 def test_doctor_names_a_queue_nobody_consumes(worker, db, netjobs_env, redis_client):
     redis_client.delete("netjobs:redbeat:lock")  # no beat in this test
-    result = run_netjobs("doctor", "--json", env={**netjobs_env, "NETJOBS_EXTRA_QUEUES": "audit"})
+    result = run_netjobs("doctor", "--json", "--timeout", "1", env={**netjobs_env, "NETJOBS_EXTRA_QUEUES": "audit"})
     assert result.exit_code == 1, result.stderr
     assert "Traceback" not in result.stderr
     checks = checks_by_name(result)
@@ -28,7 +28,7 @@ def test_doctor_names_a_queue_nobody_consumes(worker, db, netjobs_env, redis_cli
         assert checks[name]["ok"], checks[name]
     assert checks["beat lock"]["ok"] is False and "not held" in checks["beat lock"]["detail"]
 
-    human = run_netjobs("doctor", env={**netjobs_env, "NETJOBS_EXTRA_QUEUES": "audit"})
+    human = run_netjobs("doctor", "--timeout", "1", env={**netjobs_env, "NETJOBS_EXTRA_QUEUES": "audit"})
     assert human.exit_code == 1
     assert "FAIL queue audit consumed: no worker consumes queue 'audit'" in human.stdout
 
@@ -40,7 +40,7 @@ def test_doctor_passes_when_all_is_well_and_flags_dead_letters_and_backlogs(work
     # A lock as a live beat keeps it: fresh TTL.
     redis_client.set("netjobs:redbeat:lock", "test-token", px=300_000)
     try:
-        healthy = invoke("doctor", "--json")
+        healthy = invoke("doctor", "--json", "--timeout", "1")
         assert healthy.exit_code == 0, healthy.stdout
         assert all(c["ok"] for c in healthy.json()["checks"])
 
@@ -53,7 +53,7 @@ def test_doctor_passes_when_all_is_well_and_flags_dead_letters_and_backlogs(work
         reset_settings()
         redis_client.rpush("doctor-backlog", "a", "b", "c")
         try:
-            flagged = invoke("doctor", "--json")
+            flagged = invoke("doctor", "--json", "--timeout", "1")
         finally:
             redis_client.delete("doctor-backlog")
         checks = checks_by_name(flagged)
@@ -70,16 +70,16 @@ def test_doctor_passes_when_all_is_well_and_flags_dead_letters_and_backlogs(work
 
 
 def test_queues_and_workers_commands(worker, netjobs_env):
-    queues = {q["queue"]: q for q in invoke("queues", "--json").json()}
+    queues = {q["queue"]: q for q in invoke("queues", "--json", "--timeout", "1").json()}
     assert set(queues) >= {"default", "backup", "network", "heavy"}
     assert all(worker.hostname in q["consumers"] for q in queues.values())
-    extra = run_netjobs("queues", "--json", env={**netjobs_env, "NETJOBS_EXTRA_QUEUES": "audit"}).json()
+    extra = run_netjobs("queues", "--json", "--timeout", "1", env={**netjobs_env, "NETJOBS_EXTRA_QUEUES": "audit"}).json()
     assert {"queue": "audit", "length": 0, "consumers": []} in extra
-    workers = invoke("workers", "--json")
+    workers = invoke("workers", "--json", "--timeout", "1")
     assert workers.exit_code == 0
     (mine,) = [w for w in workers.json() if w["name"] == worker.hostname]
     assert mine["ok"] and set(mine["queues"]) == {"default", "backup", "network", "heavy"}
-    table = invoke("workers")
+    table = invoke("workers", "--timeout", "1")
     assert worker.hostname in table.stdout
 
 
