@@ -20,28 +20,30 @@ def test_upgrade_is_idempotent_and_creates_every_table(netjobs_env):
             "compliance_results", "alembic_version"} <= tables
 
 
-def _child_backend_pid(queue):
+def _child_connection_owner(queue):
     from netjobs.db.engine import get_engine
 
     with get_engine().connect() as conn:
-        queue.put((os.getpid(), conn.execute(text("SELECT pg_backend_pid()")).scalar()))
+        queue.put((os.getpid(), conn.execute(text("SELECT current_setting('application_name')")).scalar()))
 
 
-def test_forked_child_gets_its_own_connection(netjobs_env):
+def test_forked_child_opens_its_own_connection(netjobs_env):
+    """A child must not reuse a pooled connection inherited from its parent."""
     from netjobs.db.engine import get_engine
 
     with get_engine().connect() as conn:
-        parent_backend = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        parent_owner = conn.execute(text("SELECT current_setting('application_name')")).scalar()
+    assert parent_owner == f"netjobs[{os.getpid()}]"
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
-    child = ctx.Process(target=_child_backend_pid, args=(queue,))
+    child = ctx.Process(target=_child_connection_owner, args=(queue,))
     child.start()
     child.join(30)
-    child_pid, child_backend = queue.get(timeout=5)
+    child_pid, child_owner = queue.get(timeout=5)
     assert child.exitcode == 0 and child_pid != os.getpid()
-    assert child_backend != parent_backend
+    assert child_owner == f"netjobs[{child_pid}]"
     with get_engine().connect() as conn:  # the parent's pool still works after the fork
-        assert conn.execute(text("SELECT pg_backend_pid()")).scalar() == parent_backend
+        assert conn.execute(text("SELECT current_setting('application_name')")).scalar() == parent_owner
 
 
 def test_prefork_worker_children_do_concurrent_database_work_without_sharing(worker, celery_app):
