@@ -73,7 +73,8 @@ def test_queues_and_workers_commands(worker, netjobs_env):
     queues = {q["queue"]: q for q in invoke("queues", "--json", "--timeout", "1").json()}
     assert set(queues) >= {"default", "backup", "network", "heavy"}
     assert all(worker.hostname in q["consumers"] for q in queues.values())
-    extra = run_netjobs("queues", "--json", "--timeout", "1", env={**netjobs_env, "NETJOBS_EXTRA_QUEUES": "audit"}).json()
+    extra_env = {**netjobs_env, "NETJOBS_EXTRA_QUEUES": "audit"}
+    extra = run_netjobs("queues", "--json", "--timeout", "1", env=extra_env).json()
     assert {"queue": "audit", "length": 0, "consumers": []} in extra
     workers = invoke("workers", "--json", "--timeout", "1")
     assert workers.exit_code == 0

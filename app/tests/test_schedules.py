@@ -124,7 +124,8 @@ def test_add_list_disable_enable_remove(app, redis_client):
                                   schedules.parse_schedule_spec(every="10m"),
                                   kwargs={"target": "10.0.0.0/24", "ports": [22]}, queue="network", expires=300)
     assert (view.task, view.schedule, view.enabled, view.static) == ("netjobs.network.sweep", "every 10m", True, False)
-    assert before + timedelta(minutes=10) - timedelta(seconds=2) <= view.next_run <= before + timedelta(minutes=10, seconds=5)
+    ten_minutes = before + timedelta(minutes=10)
+    assert ten_minutes - timedelta(seconds=2) <= view.next_run <= ten_minutes + timedelta(seconds=5)
     # Stored where beat looks: the RedBeat schedule key under the configured prefix.
     prefix = celery_app.conf.redbeat_key_prefix
     assert redis_client.zscore(f"{prefix}:schedule", f"{prefix}{name}") is not None
@@ -133,13 +134,14 @@ def test_add_list_disable_enable_remove(app, redis_client):
     assert listed[name].kwargs == {"target": "10.0.0.0/24", "ports": [22]}
     assert listed[name].options == {"queue": "network", "expires": 300}
     # The default schedule is listed too, installed by beat or not.
-    assert {"reachability-sweep", "config-backup-all", "health-snapshot"} <= {v.name for v in listed.values() if v.static}
+    defaults = {v.name for v in listed.values() if v.static}
+    assert {"reachability-sweep", "config-backup-all", "health-snapshot"} <= defaults
     assert all(v.next_run is not None for v in listed.values() if v.static and v.enabled)
 
     with pytest.raises(ValidationError, match="already exists"):
         schedules.add_schedule(celery_app, name, "netjobs.diag.ping", schedules.parse_schedule_spec(every="1m"))
-    replaced = schedules.add_schedule(celery_app, name, "netjobs.diag.ping", schedules.parse_schedule_spec(cron="0 4 * * *"),
-                                      replace=True)
+    replaced = schedules.add_schedule(celery_app, name, "netjobs.diag.ping",
+                                      schedules.parse_schedule_spec(cron="0 4 * * *"), replace=True)
     assert (replaced.task, replaced.schedule, replaced.kwargs) == ("netjobs.diag.ping", "cron 0 4 * * *", {})
 
     assert schedules.set_enabled(celery_app, name, False).enabled is False

@@ -27,23 +27,25 @@ timeout_option = click.option("--timeout", type=str, default=None, metavar="S",
 # --- sending and following -------------------------------------------------------------------
 
 
+def wait_seconds(text: str | None, option: str = "--timeout") -> float | None:
+    return parse_seconds(text, option, allow_zero=False) if text is not None else None
+
+
 def send(name: str, kwargs: dict, queue: str | None = None, countdown: float | None = None,
-         wait: bool = False, timeout: str | None = None, judge=None) -> int:
+         wait: bool = False, wait_timeout: float | None = None, judge=None) -> int:
     """Send a task (after checking its name, arguments and queue), print its id, maybe follow it."""
+    from netjobs.history import recorder
+    from netjobs.queues import queue_for_task
+
     app = celery_app()
     task = resolve_task(app, name)
     check_task_kwargs(task, kwargs)
     check_queue(queue)
-    wait_timeout = parse_seconds(timeout, "--timeout", allow_zero=False) if timeout is not None else None
-    from netjobs.queues import queue_for_task
-
     require_broker_and_backend()
     options = {"queue": queue or queue_for_task(task.name)}
     if countdown:
         options["countdown"] = countdown
     result = app.send_task(task.name, kwargs=kwargs, **options)
-    from netjobs.history import recorder
-
     recorder.flush()  # so `status ID` from another shell knows the job at once
     note(f"submitted {task.name} to queue {options['queue']}: {result.id}")
     click.echo(result.id)
@@ -106,7 +108,8 @@ def report_outcome(task_id: str, state: str, outcome, history, judge) -> int:
         value = outcome if history is None else _summary_value(history.result_summary)
         print_json(value)
         code = judge(value) if judge is not None else EXIT_OK
-        err().print(f"[green]SUCCESS[/green] {task_id}" if code == EXIT_OK else f"[yellow]finished with problems[/yellow] {task_id}")
+        verdict = "[green]SUCCESS[/green]" if code == EXIT_OK else "[yellow]finished with problems[/yellow]"
+        err().print(f"{verdict} {task_id}")
         return code
     if state == "FAILURE":
         error = (f"{type(outcome).__name__}: {outcome}" if isinstance(outcome, BaseException)
@@ -151,7 +154,8 @@ def submit(task_name, args, queue, countdown, wait_, timeout):
     """Send any netjobs task, e.g. `submit netjobs.diag.sleep --arg seconds=5 --wait`."""
     kwargs = parse_task_args(args)
     delay = parse_seconds(countdown, "--countdown") if countdown is not None else None
-    raise SystemExit(send(task_name, kwargs, queue=queue, countdown=delay, wait=wait_, timeout=timeout))
+    raise SystemExit(send(task_name, kwargs, queue=queue, countdown=delay, wait=wait_,
+                          wait_timeout=wait_seconds(timeout)))
 
 
 @click.command()
@@ -179,7 +183,8 @@ def sweep(prefix, ports, probe_timeout, devices, site, tag, icmp, wait_, wait_ti
         kwargs["target"] = str(request.network)
     if request.ports is not None and ports is not None:
         kwargs["ports"] = list(request.ports)
-    raise SystemExit(send("netjobs.network.sweep", kwargs, wait=wait_, timeout=wait_timeout))
+    raise SystemExit(send("netjobs.network.sweep", kwargs, wait=wait_,
+                          wait_timeout=wait_seconds(wait_timeout, "--wait-timeout")))
 
 
 @click.command()
@@ -199,9 +204,11 @@ def backup(device, all_, site, tag, wait_, timeout):
         from netjobs.services.devices import get_device
 
         get_device(device)  # an unknown name fails here, with exit 2, not later on a worker
-        raise SystemExit(send("netjobs.backup.device", {"device": device}, wait=wait_, timeout=timeout))
+        raise SystemExit(send("netjobs.backup.device", {"device": device}, wait=wait_,
+                              wait_timeout=wait_seconds(timeout)))
     kwargs = {k: v for k, v in (("site", site), ("tag", tag)) if v}
-    raise SystemExit(send("netjobs.backup.all", kwargs, wait=wait_, timeout=timeout, judge=_failed_count("failed")))
+    raise SystemExit(send("netjobs.backup.all", kwargs, wait=wait_, wait_timeout=wait_seconds(timeout),
+                          judge=_failed_count("failed")))
 
 
 def _read_inventory(path: str) -> str:
@@ -250,7 +257,7 @@ def import_(file, fmt, prune, local, wait_, timeout):
         print_json(summary)
         raise SystemExit(_print_import_summary(summary))
     kwargs = {"content": text, "fmt": fmt, "source": Path(file).name, "prune": prune}
-    raise SystemExit(send("netjobs.inventory.import_text", kwargs, wait=wait_, timeout=timeout,
+    raise SystemExit(send("netjobs.inventory.import_text", kwargs, wait=wait_, wait_timeout=wait_seconds(timeout),
                           judge=_import_judge))
 
 
@@ -265,7 +272,7 @@ def _import_judge(value) -> int:
 def compliance(devices, wait_, timeout):
     """Check the latest config snapshots against the compliance rules."""
     kwargs = {"devices": list(devices)} if devices else {}
-    raise SystemExit(send("netjobs.compliance.check", kwargs, wait=wait_, timeout=timeout))
+    raise SystemExit(send("netjobs.compliance.check", kwargs, wait=wait_, wait_timeout=wait_seconds(timeout)))
 
 
 @click.command()
@@ -306,7 +313,9 @@ def status(task_id, as_json):
         if value is None:
             continue
         shown = short_time(value) if key.endswith("_at") else value
-        table.add_row(f"[bold]{key}[/bold]", escape(json.dumps(shown, default=str) if isinstance(shown, (dict, list)) else shown))
+        if isinstance(shown, (dict, list)):
+            shown = json.dumps(shown, default=str)
+        table.add_row(f"[bold]{key}[/bold]", escape(shown))
     from netjobs.cli.common import out
 
     out().print(table)
@@ -317,7 +326,7 @@ def status(task_id, as_json):
 @click.option("--timeout", default=None, metavar="S", help="Give up after S seconds (exit 1).")
 def wait(task_id, timeout):
     """Follow a job with a progress bar; exit 0 on success, 1 on failure or revoke."""
-    seconds = parse_seconds(timeout, "--timeout", allow_zero=False) if timeout is not None else None
+    seconds = wait_seconds(timeout)
     app = celery_app()
     require_broker_and_backend()
     raise SystemExit(follow(app, task_id, seconds))
@@ -336,7 +345,7 @@ def cancel(task_id, terminate):
     require_broker_and_backend()
     state = AsyncResult(task_id, app=app).state
     history = _history_row(task_id)
-    finished = state if state in TERMINAL_STATES else (history.state if history and history.state in TERMINAL_STATES else None)
+    finished = next((s for s in (state, history.state if history else None) if s in TERMINAL_STATES), None)
     if finished:
         fail(f"task {task_id} already finished ({finished}); nothing to cancel", EXIT_FAILED)
     if state == "PENDING" and history is None:

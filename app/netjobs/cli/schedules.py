@@ -6,7 +6,8 @@ import json
 
 import click
 from netjobs.cli.common import (
-    celery_app, check_queue, check_task_kwargs, escape, new_table, note, out, print_json, resolve_task, short_time, warn,
+    celery_app, check_queue, check_task_kwargs, escape, new_table, note, out, print_json, resolve_task, short_time,
+    warn,
 )
 from netjobs.cli.params import parse_task_args
 

@@ -76,7 +76,8 @@ def parse_cron(text: str, app=None) -> crontab:
         try:
             crontab(**{name: value})
         except (ValueError, ParseException, TypeError, KeyError, IndexError) as exc:
-            raise ValidationError(f"invalid cron expression {text!r}: {name.replace('_', '-')} {value!r}: {exc}") from None
+            field_name = name.replace("_", "-")
+            raise ValidationError(f"invalid cron expression {text!r}: {field_name} {value!r}: {exc}") from None
     try:
         return crontab(app=app, **values)
     except (ValueError, ParseException) as exc:
