@@ -331,6 +331,13 @@ def test_backup_all_survives_failing_devices_and_summarizes(worker, db, celery_a
     assert "authentication failed" in failures[wrong_password.name] and "retries" not in failures[wrong_password.name]
     assert redis_client.keys(f"netjobs:backup:progress:{result.id}") == []
 
+    def run_row():  # history of the replaced task ends with the chord body's outcome
+        with db.connect() as conn:
+            return conn.execute(text("SELECT task_name, state FROM job_runs WHERE task_id = :t AND state = 'SUCCESS'"),
+                                {"t": result.id}).first()
+
+    assert wait_until(run_row, 30, message="backup.all history").task_name == "netjobs.backup.all"
+
     with db.connect() as conn:
         dead = dict(conn.execute(text("SELECT args->>0, kwargs::text FROM dead_letters")).all())
     assert set(dead) == {broken.name, hanging.name, wrong_password.name}
