@@ -91,3 +91,18 @@ def test_db_upgrade_is_idempotent_and_current_reports_head(netjobs_env):
     assert "database at revision" in second.stderr and "upgraded from" not in second.stderr
     current = invoke("db", "current", "--json")
     assert current.exit_code == 0 and current.json()["up_to_date"] is True
+
+
+def test_doctor_reports_unreachable_services_without_secrets(netjobs_env):
+    env = {**netjobs_env, "NETJOBS_BROKER_URL": "redis://netjobs:s3cret@127.0.0.1:1/0",
+           "NETJOBS_DATABASE_URL": "postgresql+psycopg2://netjobs:s3cret@127.0.0.1:1/netjobs"}
+    result = run_netjobs("doctor", "--json", "--timeout", "1", env=env)
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert "s3cret" not in result.stdout
+    checks = checks_by_name(result)
+    assert checks["broker reachable"]["ok"] is False
+    assert "redis://netjobs:***@127.0.0.1:1/0" in checks["broker reachable"]["detail"]
+    assert checks["database reachable"]["ok"] is False
+    assert "127.0.0.1:1" in checks["database reachable"]["detail"]
+    assert checks["queue consumers"]["ok"] is False
+    assert "dead letters" not in checks  # not asked of a database that is not there

@@ -80,17 +80,23 @@ class Doctor:
         self.add("redis persistence", bool(aof),
                  "appendonly (AOF) is on" if aof else "appendonly (AOF) is off: queued tasks are lost on restart")
 
-    def database(self) -> None:
+    def database(self) -> bool:
+        """Reachable and migrated to head; True when later checks may query it."""
         from netjobs.db.migrate import current_revision, head_revision
 
-        current, head = current_revision(), head_revision()
         url = redact_url(self.settings.database_url)
+        try:
+            current, head = current_revision(), head_revision()
+        except Exception as exc:  # noqa: BLE001
+            self.add("database reachable", False, f"{url}: {_first_line(exc)}")
+            return False
         self.add("database reachable", True, f"connected to {url}")
         if current == head:
             self.add("database migrated", True, f"at head revision {head}")
         else:
             self.add("database migrated", False,
                      f"at revision {current or 'none'}, head is {head}: run `netjobs db upgrade`")
+        return current == head
 
     def consumers(self) -> None:
         from netjobs.services.health import queue_consumers
@@ -148,7 +154,7 @@ class Doctor:
         for role, url in (("result backend", s.result_backend_url), ("redbeat redis", s.redbeat_url)):
             if url != s.broker_url:
                 self.guarded(f"{role} reachable", lambda role=role, url=url: self.redis_reachable(role, url))
-        database_ok = self.guarded("database reachable", self.database)
+        database_ok = self.database()
         if broker is not None:
             self.guarded("redis configuration", lambda: self.redis_config(broker))
             self.guarded("queue consumers", self.consumers)
