@@ -10,6 +10,10 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
+from netjobs.services.health import (
+    _first_line, beat_lock_status, queue_consumers, queue_lengths, redis_client, redis_persistence,
+)
+
 ERROR, WARNING = "error", "warning"
 
 
@@ -30,11 +34,6 @@ def redact_url(url: str) -> str:
         return url
     host = parts.netloc.rsplit("@", 1)[1]
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 class Doctor:
@@ -61,16 +60,12 @@ class Doctor:
     # --- individual checks -------------------------------------------------------------------
 
     def redis_reachable(self, role: str, url: str):
-        from netjobs.services.health import redis_client
-
         client = redis_client(url)
         client.ping()
         self.add(f"{role} reachable", True, f"PING ok at {redact_url(url)}")
         return client
 
     def redis_config(self, client) -> None:
-        from netjobs.services.health import redis_persistence
-
         info = redis_persistence(client)
         policy = info.get("maxmemory_policy")
         self.add("redis maxmemory-policy", policy == "noeviction",
@@ -99,8 +94,6 @@ class Doctor:
         return current == head
 
     def consumers(self) -> None:
-        from netjobs.services.health import queue_consumers
-
         consumers = queue_consumers(self.app, self.timeout)
         for queue in self.settings.queues:
             names = sorted(consumers.get(queue) or [])
@@ -108,8 +101,6 @@ class Doctor:
                      f"consumed by {', '.join(names)}" if names else f"no worker consumes queue {queue!r}")
 
     def backlogs(self, client) -> None:
-        from netjobs.services.health import queue_lengths
-
         lengths = queue_lengths(client, self.settings.queues)
         threshold = self.settings.backlog_threshold
         for queue in self.settings.queues:
@@ -119,8 +110,6 @@ class Doctor:
                      WARNING)
 
     def beat_lock(self, client) -> None:
-        from netjobs.services.health import beat_lock_status
-
         status = beat_lock_status(client, self.settings)
         ttl, key = status.get("ttl_seconds"), status["key"]
         if status["fresh"]:
@@ -161,19 +150,13 @@ class Doctor:
             self.guarded("queue backlogs", lambda: self.backlogs(broker))
         else:
             self.add("queue consumers", False, "not checked: the broker is unreachable")
-        if s.redbeat_url == s.broker_url and broker is not None:
+        if s.redbeat_url != s.broker_url:
+            self.guarded("beat lock", lambda: self.beat_lock(redis_client(s.redbeat_url)))
+        elif broker is not None:
             self.guarded("beat lock", lambda: self.beat_lock(broker))
-        elif s.redbeat_url != s.broker_url:
-            self.guarded("beat lock", lambda: self.beat_lock(_client(s.redbeat_url)))
         if database_ok:
             self.guarded("dead letters", self.dead_letters)
         return self.checks
-
-
-def _client(url: str):
-    from netjobs.services.health import redis_client
-
-    return redis_client(url)
 
 
 def run_checks(app, settings, timeout: float = 2.0) -> list[Check]:
