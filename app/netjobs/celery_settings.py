@@ -17,7 +17,9 @@ def celery_settings(s: Settings) -> dict:
     }
     return {
         "broker_url": s.broker_url,
-        "result_backend": s.result_backend_url,
+        # Same Redis protocol, fewer round trips per task (see the modules; bench/README.md).
+        "broker_transport": "netjobs.redis_transport:Transport",
+        "result_backend": f"netjobs.redis_backend:RedisBackend+{s.result_backend_url}",
         "broker_transport_options": dict(transport),
         "result_backend_transport_options": dict(transport),
         "broker_connection_retry_on_startup": True,
@@ -40,7 +42,8 @@ def celery_settings(s: Settings) -> dict:
         "result_extended": True,
         "worker_prefetch_multiplier": 1,
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # job_runs records every publish; a task-sent event per task would double the producer's cost.
+        "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts_level": s.log_level,
         "task_queues": declare_queues(s),
