@@ -7,6 +7,9 @@ WHEELHOUSE := $(BUILD)/wheelhouse
 WHEELHOUSE_TAR := $(BUILD)/wheelhouse.tar
 # Fixed timestamps make a rebuild of unchanged code byte-identical, so hosts see no change.
 WHEEL_EPOCH := 315532800
+# Dependencies that the hosts' interpreter needs but the controller's resolves away through
+# environment markers: redis needs async-timeout below Python 3.11.3, and Debian 12 has 3.11.2.
+WHEELHOUSE_EXTRA := 'async-timeout>=4.0.3'
 APP_SOURCES := pyproject.toml $(shell find app/netjobs -type f -not -name '*.pyc' -not -path '*/__pycache__/*' 2>/dev/null)
 HOSTS ?= 1
 ANSIBLE_ENV := ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg PATH="$(CURDIR)/$(VBIN):$$PATH"
@@ -18,7 +21,7 @@ ANSIBLE_ENV := ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg PATH="$(CURDIR)/$(VBIN):$$PA
 $(WHEELHOUSE_TAR): $(APP_SOURCES) $(VBIN)/.installed
 	rm -rf $(WHEELHOUSE) $(BUILD)/lib $(BUILD)/bdist.*
 	mkdir -p $(WHEELHOUSE)
-	SOURCE_DATE_EPOCH=$(WHEEL_EPOCH) $(VBIN)/pip wheel --quiet --disable-pip-version-check --wheel-dir $(WHEELHOUSE) .
+	SOURCE_DATE_EPOCH=$(WHEEL_EPOCH) $(VBIN)/pip wheel --quiet --disable-pip-version-check --wheel-dir $(WHEELHOUSE) . $(WHEELHOUSE_EXTRA)
 	cd $(WHEELHOUSE) && ls *.whl | sed -E 's/^([^-]+)-([^-]+)-.*/\1==\2/' | sort > requirements.txt
 	tar --sort=name --mtime=@$(WHEEL_EPOCH) --owner=0 --group=0 --numeric-owner -C $(WHEELHOUSE) -cf $@.tmp .
 	mv $@.tmp $@
@@ -27,6 +30,9 @@ wheelhouse: $(WHEELHOUSE_TAR) ## build build/wheelhouse.tar (netjobs + dependenc
 
 lab: deps venv wheelhouse lab-base ## boot lab host(s) (HOSTS=1 or 3) at 10.213.1.0/24, deploy netjobs, run a smoke job
 	tools/deploy/lab-appliance $(HOSTS)
+
+# molecule/default and molecule/supervisor install the wheelhouse.
+molecule: wheelhouse
 
 # `make lab-down` (mk/lab.mk) also stops the `make lab` hosts through this prerequisite.
 lab-down: lab-destroy
