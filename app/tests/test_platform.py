@@ -121,3 +121,22 @@ def test_bad_task_arguments_are_refused_before_sending(celery_app):
 
     with pytest.raises(TypeError):
         sleep.delay(1, 2, 3)
+
+
+def test_worker_keeps_consuming_after_redis_restart(pg_srv, netjobs_env):
+    """kombu >= 5.4: a worker reconnects and goes on consuming when Redis restarts (AOF keeps the queue)."""
+    from celery import Celery
+
+    from tests.support.servers import celery_worker, redis_server
+
+    with redis_server() as own_redis:
+        env = {**netjobs_env, "NETJOBS_BROKER_URL": own_redis.url}
+        with celery_worker(env, queues="default", concurrency=1, hostname="restart@localhost") as w:
+            client = Celery("client", broker=own_redis.url, backend=own_redis.url)
+            client.conf.update(task_serializer="json", accept_content=["json"], task_default_queue="default")
+            assert client.send_task("netjobs.diag.ping").get(timeout=30) == "pong"
+            own_redis.restart()
+            # Published while the worker is still reconnecting: kept in Redis, consumed once it is back.
+            result = client.send_task("netjobs.diag.ping")
+            assert result.get(timeout=90) == "pong"
+            assert w.proc.poll() is None, "the worker must survive the broker restart"
