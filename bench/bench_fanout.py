@@ -296,7 +296,12 @@ def _wait_history(ids: list[str], want_history: bool) -> tuple[dict, dict, float
             break
         time.sleep(0.1)
     else:
-        raise TimeoutError(f"netjobs: only {done} of {len(ids)} job_runs rows reached SUCCESS in time")
+        with engine.connect() as conn:
+            stuck = conn.execute(text(
+                "SELECT state, count(*), max(published_at - started_at) FROM job_runs "
+                "WHERE state <> 'SUCCESS' GROUP BY state")).all()
+        raise TimeoutError(f"netjobs: only {done} of {len(ids)} job_runs rows reached SUCCESS in time; "
+                           f"others (state, count, latest published_at - started_at): {stuck}")
     seen_at = time.time()
     with engine.connect() as conn:
         rows = conn.execute(text(
@@ -335,11 +340,15 @@ def produce_netjobs(n: int, mode: str) -> Outcome:
     def wait(ids):
         return _wait_history(ids, history) if history else (*_wait_results(client, ids), None)
 
+    def forget_history():
+        if history:
+            with get_engine().begin() as conn:
+                conn.execute(text("TRUNCATE job_runs"))
+
     published = PublishTimes()
+    forget_history()  # rows of an earlier contender
     wait(publish(ping, WARMUP, mode))
-    if history:
-        with get_engine().begin() as conn:
-            conn.execute(text("TRUNCATE job_runs"))
+    forget_history()
     published.times.clear()
     cpu_before = cpu_seconds(_watched())
     started = time.perf_counter()
