@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""`make bench`: run the three benchmarks, print one combined table, keep every JSON.
+
+    python bench/run_all.py [--out build/bench] [--only fanout,sweep,backup]
+
+Each benchmark prints its own detailed table and writes OUT/<name>.json; this driver adds
+OUT/summary.json with one line per benchmark: result, target, met or missed, load average.
+A benchmark that fails is reported as such and the others still run; the exit code is non-zero then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+BENCHMARKS = {
+    "fanout": "bench_fanout.py",
+    "sweep": "bench_sweep.py",
+    "backup": "bench_backup.py",
+}
+
+
+def headline(name: str, report: dict) -> dict:
+    """One comparable line from a benchmark's JSON (each script has its own layout)."""
+    if name == "fanout":
+        rows = {r["name"]: r for r in report["rows"]}
+        plain = next(r for r in rows.values() if r["name"].startswith("plain"))
+        ours = rows[report["headline"]]
+        raw = next((r for r in rows.values() if r["name"].startswith("raw")), None)
+        return {
+            "result": f"{ours['per_s']:.0f} tasks/s vs plain Celery {plain['per_s']:.0f}/s"
+                      + (f" (raw redis-py {raw['per_s']:.0f}/s)" if raw else ""),
+            "measured": f"{report['ratio']:.2f}x",
+            "target": f">= {report['target_ratio']}x plain Celery",
+            "met": report["target_met"],
+        }
+    if name == "sweep":
+        return {
+            "result": f"{report['netjobs']['addresses_per_s']:,.0f} addresses/s vs nmap "
+                      f"{report['nmap']['addresses_per_s']:,.0f}/s ({report['prefix']})",
+            "measured": f"{report['ratio']:.2f}x",
+            "target": f">= {report['target_ratio']}x nmap",
+            "met": report["target_met"],
+        }
+    if name == "backup":
+        return {
+            "result": f"backup of {report['devices']} simulated SSH devices",
+            "measured": f"{report['best_first_seconds']:.1f} s",
+            "target": f"<= {report.get('target_seconds', 60):.0f} s",
+            "met": report["target_met"],
+        }
+    raise KeyError(name)
+
+
+def run_one(name: str, out_dir: Path) -> dict:
+    out = out_dir / f"{name}.json"
+    out.unlink(missing_ok=True)
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    started = time.monotonic()
+    print(f"\n=== {name}: python bench/{BENCHMARKS[name]} --json {out}  (load average {load_before})", flush=True)
+    proc = subprocess.run([sys.executable, str(BENCH_DIR / BENCHMARKS[name]), "--json", str(out)])
+    line = {"benchmark": name, "exit_code": proc.returncode, "seconds": round(time.monotonic() - started, 1),
+            "load_before": load_before, "load_after": [round(x, 2) for x in os.getloadavg()]}
+    if not out.exists():
+        return {**line, "result": "no result (the benchmark failed)", "measured": "-", "target": "-", "met": False}
+    try:
+        return {**line, **headline(name, json.loads(out.read_text()))}
+    except (KeyError, StopIteration, TypeError, ValueError) as exc:
+        return {**line, "result": f"unreadable result ({type(exc).__name__}: {exc})", "measured": "-",
+                "target": "-", "met": False}
+
+
+def print_summary(lines: list[dict]) -> None:
+    print(f"\n=== make bench summary ({os.cpu_count()} CPUs; load average 1/5/15 min before each run)")
+    print(f"{'benchmark':<9} {'measured':>9}  {'target':<22} {'verdict':<7} {'load':<16} result")
+    for line in lines:
+        verdict = "met" if line["met"] else "MISSED" if line["exit_code"] == 0 else "FAILED"
+        load = "/".join(f"{x:.2f}" for x in line["load_before"])
+        print(f"{line['benchmark']:<9} {line['measured']:>9}  {line['target']:<22} {verdict:<7} {load:<16} "
+              f"{line['result']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("build/bench"), help="directory for the JSON files")
+    parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated: fanout,sweep,backup")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown or not names:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(BENCHMARKS)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    lines = [run_one(name, args.out) for name in names]
+    print_summary(lines)
+    (args.out / "summary.json").write_text(json.dumps({"cpus": os.cpu_count(), "benchmarks": lines}, indent=2) + "\n")
+    print(f"\nJSON: {args.out}/{{{','.join(names)},summary}}.json")
+    return 0 if all(line["exit_code"] == 0 for line in lines) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
