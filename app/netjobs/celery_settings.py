@@ -19,7 +19,9 @@ def celery_settings(s: Settings) -> dict:
         "broker_url": s.broker_url,
         # Same Redis protocol, fewer round trips per task (see the modules; bench/README.md).
         "broker_transport": "netjobs.redis_transport:Transport",
-        "result_backend": f"netjobs.redis_backend:RedisBackend+{s.result_backend_url}",
+        "result_backend": s.result_backend_url,
+        # Celery's loader maps redis:// result URLs to this class (see netjobs.redis_backend).
+        "override_backends": {scheme: "netjobs.redis_backend:RedisBackend" for scheme in ("redis", "rediss")},
         "broker_transport_options": dict(transport),
         "result_backend_transport_options": dict(transport),
         "broker_connection_retry_on_startup": True,

@@ -9,7 +9,8 @@
   reads the stored state itself, so only callers that wait pay for it (a fan-out of 10,000
   tasks otherwise sends 10,000 SUBSCRIBE and UNSUBSCRIBE commands).
 
-Selected by the ``result_backend`` setting (``netjobs.redis_backend:RedisBackend+redis://...``).
+Selected by the Celery loader's ``override_backends`` setting for ``redis://`` and ``rediss://``
+result URLs, so ``result_backend`` stays a plain URL (and Celery can still mask its password).
 """
 
 from __future__ import annotations

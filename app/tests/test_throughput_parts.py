@@ -81,3 +81,17 @@ def test_broker_channel_reuses_one_redis_client(celery_app):
         channel._disconnect_pools()  # after a connection error kombu makes a new pool: follow it
         with channel.conn_or_acquire() as third:
             assert third is not first and third.connection_pool is channel.pool
+
+
+def test_result_backend_is_ours_and_its_url_stays_maskable(celery_app):
+    from celery.app.utils import filter_hidden_settings
+
+    from netjobs.celery_settings import celery_settings
+    from netjobs.config import load_settings
+    from netjobs.redis_backend import RedisBackend
+
+    assert isinstance(celery_app.backend, RedisBackend)
+    conf = celery_settings(load_settings({"NETJOBS_BROKER_URL": "redis://netjobs:s3cret@redis.example:6379/0",
+                                          "NETJOBS_DATABASE_URL": "postgresql+psycopg2://u:p@db.example/netjobs"}))
+    shown = filter_hidden_settings(conf)  # what `celery report` and Flower's config view show
+    assert shown["result_backend"] == "redis://netjobs:********@redis.example:6379/0"
