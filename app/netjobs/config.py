@@ -102,30 +102,25 @@ def _database_url(raw: str) -> str:
     return raw
 
 
-def _int_between(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
+def _number_between(convert: Callable[[str], T], kind: str, low, high) -> Callable[[str], T]:
+    def parse(raw: str) -> T:
         try:
-            value = int(raw.strip())
+            value = convert(raw.strip())
         except ValueError:
-            raise ValueError(f"must be a whole number, got {raw!r}") from None
+            raise ValueError(f"must be {kind}, got {raw!r}") from None
         if not low <= value <= high:
             raise ValueError(f"must be between {low} and {high}, got {value}")
         return value
 
     return parse
+
+
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    return _number_between(int, "a whole number", low, high)
 
 
 def _float_between(low: float, high: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            raise ValueError(f"must be a number, got {raw!r}") from None
-        if not low <= value <= high:
-            raise ValueError(f"must be between {low} and {high}, got {value}")
-        return value
-
-    return parse
+    return _number_between(float, "a number", low, high)
 
 
 def _bool(raw: str) -> bool:
