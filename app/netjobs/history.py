@@ -153,13 +153,17 @@ class HistoryRecorder:
 
     def __init__(self, flush_interval: float = FLUSH_INTERVAL):
         self.flush_interval = flush_interval
+        self.enabled: bool | None = None  # decided from settings on first event
+        self._reset()
+
+    def _reset(self) -> None:
+        """Fresh buffer, locks and no flusher thread (at start, and in a forked child: threads and
+        locks do not survive fork, and the parent's buffer is the parent's to write)."""
         self._buffer: list[RunEvent] = []
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
-        self.enabled: bool | None = None  # decided from settings on first event
 
     def record(self, event: RunEvent) -> None:
         if self.enabled is None:
@@ -210,17 +214,6 @@ class HistoryRecorder:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
             self.flush()
-            if not self._buffer:
-                time.sleep(0)  # yield
-
-    def _after_fork_in_child(self) -> None:
-        # Threads and locks do not survive fork; the parent's buffer is the parent's to write.
-        self._buffer = []
-        self._lock = threading.Lock()
-        self._flush_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._thread = None
-        self._pid = os.getpid()
 
 
 def _write(rows: list[RunEvent]) -> None:
@@ -241,7 +234,7 @@ def _write(rows: list[RunEvent]) -> None:
 
 
 recorder = HistoryRecorder()
-os.register_at_fork(after_in_child=recorder._after_fork_in_child)
+os.register_at_fork(after_in_child=recorder._reset)
 atexit.register(recorder.flush)
 
 # Start times per task id in this process, for duration.
