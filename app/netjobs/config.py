@@ -54,9 +54,11 @@ class Settings:
     icmp_enabled: bool = False
     compliance_rules: Path = Path("/etc/netjobs/compliance.yml")
     beat_max_interval: int = 60
-    redbeat_lock_timeout: int = 300
+    redbeat_lock_timeout: int = 90
     redbeat_key_prefix: str = "netjobs:redbeat:"
     backlog_threshold: int = 1000
+    worker_lease_seconds: int = 60
+    max_redeliveries: int = 3
     max_retries: int = 5
     retry_backoff: float = 2.0
     retry_backoff_max: float = 300.0
@@ -69,6 +71,13 @@ class Settings:
     @property
     def longest_time_limit(self) -> int:
         return max(self.task_time_limit, self.heavy_time_limit)
+
+    @property
+    def longest_delay(self) -> int:
+        """The longest countdown or ETA a task may get. A delayed message stays unacked in the worker
+        that holds it until it has waited and run, so waiting plus running must fit within the
+        visibility timeout (kombu#337) or Redis hands it out a second time."""
+        return self.visibility_timeout - self.longest_time_limit
 
 
 # --- parsers: each takes the raw string and raises ValueError with a short reason --------------
@@ -212,9 +221,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         icmp_enabled=read("ICMP_ENABLED", _bool, False),
         compliance_rules=read("COMPLIANCE_RULES", Path, Settings.compliance_rules),
         beat_max_interval=read("BEAT_MAX_INTERVAL", _int_between(1, 3600), 60),
-        redbeat_lock_timeout=read("REDBEAT_LOCK_TIMEOUT", _int_between(2, 86400), 300),
+        redbeat_lock_timeout=read("REDBEAT_LOCK_TIMEOUT", _int_between(2, 86400), 90),
         redbeat_key_prefix=read("REDBEAT_KEY_PREFIX", _key_prefix, "netjobs:redbeat:"),
         backlog_threshold=read("BACKLOG_THRESHOLD", _int_between(1, 10**9), 1000),
+        worker_lease_seconds=read("WORKER_LEASE_SECONDS", _int_between(10, 3600), 60),
+        max_redeliveries=read("MAX_REDELIVERIES", _int_between(0, 100), 3),
         max_retries=read("MAX_RETRIES", _int_between(0, 100), 5),
         retry_backoff=read("RETRY_BACKOFF", _float_between(0.01, 3600), 2.0),
         retry_backoff_max=read("RETRY_BACKOFF_MAX", _float_between(0.01, 86400), 300.0),
@@ -235,6 +246,13 @@ def _check_relations(s: Settings) -> None:
         raise ConfigError(
             f"NETJOBS_VISIBILITY_TIMEOUT ({s.visibility_timeout}s) must exceed the longest task time "
             f"limit ({s.longest_time_limit}s), or running tasks are delivered twice"
+        )
+    # A retry waits up to the backoff cap in the worker that holds it, then runs: the same rule.
+    if s.retry_backoff_max >= s.longest_delay:
+        raise ConfigError(
+            f"NETJOBS_RETRY_BACKOFF_MAX ({s.retry_backoff_max:g}s) must be lower than NETJOBS_VISIBILITY_TIMEOUT "
+            f"minus the longest task time limit ({s.visibility_timeout}s - {s.longest_time_limit}s), or a task "
+            "waiting to be retried is delivered twice"
         )
     # Only one beat may run: its lock must outlive the longest pause between two ticks.
     if s.redbeat_lock_timeout <= s.beat_max_interval:

@@ -26,6 +26,10 @@ class NotFoundError(PermanentError):
     """A named object (device, dead letter, schedule) does not exist."""
 
 
+class PoisonTaskError(PermanentError):
+    """The task's worker died under it on every delivery (see NETJOBS_MAX_REDELIVERIES)."""
+
+
 class TransientError(NetjobsError):
     """Worth retrying: the failure is expected to go away."""
 

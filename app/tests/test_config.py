@@ -69,6 +69,11 @@ def test_heavy_tasks_get_heavy_time_limits():
         ({"NETJOBS_HEAVY_TIME_LIMIT": "7300"}, "NETJOBS_VISIBILITY_TIMEOUT (7200s) must exceed the longest task time limit (7300s)"),
         ({"NETJOBS_REDBEAT_LOCK_TIMEOUT": "30"}, "NETJOBS_REDBEAT_LOCK_TIMEOUT (30s) must exceed NETJOBS_BEAT_MAX_INTERVAL (60s)"),
         ({"NETJOBS_TASK_SOFT_TIME_LIMIT": "600"}, "NETJOBS_TASK_SOFT_TIME_LIMIT must be lower than NETJOBS_TASK_TIME_LIMIT"),
+        # A retry waiting longer than the broker keeps an unacked message would run twice (kombu#337).
+        ({"NETJOBS_RETRY_BACKOFF_MAX": "3600"}, "NETJOBS_RETRY_BACKOFF_MAX (3600s) must be lower than NETJOBS_VISIBILITY_TIMEOUT minus the longest task time limit (7200s - 3600s)"),
+        ({"NETJOBS_VISIBILITY_TIMEOUT": "3700"}, "NETJOBS_RETRY_BACKOFF_MAX (300s) must be lower than"),
+        ({"NETJOBS_WORKER_LEASE_SECONDS": "5"}, "NETJOBS_WORKER_LEASE_SECONDS must be between 10 and 3600, got 5"),
+        ({"NETJOBS_MAX_REDELIVERIES": "-1"}, "NETJOBS_MAX_REDELIVERIES must be between 0 and 100, got -1"),
     ],
 )
 def test_bad_values_name_the_variable(overrides, message):

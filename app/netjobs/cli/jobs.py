@@ -36,11 +36,13 @@ def send(name: str, kwargs: dict, queue: str | None = None, countdown: float | N
     """Send a task (after checking its name, arguments and queue), print its id, maybe follow it."""
     from netjobs.history import recorder
     from netjobs.queues import queue_for_task
+    from netjobs.tasks.base import check_delay
 
     app = celery_app()
     task = resolve_task(app, name)
     check_task_kwargs(task, kwargs)
     check_queue(queue)
+    check_delay(countdown)
     require_broker_and_backend()
     options = {"queue": queue or queue_for_task(task.name)}
     if countdown:

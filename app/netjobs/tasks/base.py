@@ -4,19 +4,68 @@ from __future__ import annotations
 
 import logging
 import random
+from datetime import datetime, timezone
 
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 
 from netjobs.config import get_settings
-from netjobs.errors import is_transient
+from netjobs.errors import PoisonTaskError, ValidationError, is_transient
 
 log = logging.getLogger(__name__)
+
+REDELIVERY_KEY_PREFIX = "netjobs:redeliveries:"
 
 
 def backoff_delay(retries: int, base: float, cap: float) -> float:
     """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**retries))."""
     return random.uniform(0, min(cap, base * (2**retries)))
+
+
+def check_delay(countdown=None, eta=None) -> None:
+    """Refuse a countdown or ETA that the broker could not keep to (see Settings.longest_delay)."""
+    if countdown is None and eta is None:
+        return
+    if eta is not None:
+        if isinstance(eta, str):
+            eta = datetime.fromisoformat(eta)
+        if eta.tzinfo is None:
+            eta = eta.replace(tzinfo=timezone.utc)
+        delay = (eta - datetime.now(timezone.utc)).total_seconds()
+    else:
+        delay = float(countdown)
+    limit = get_settings().longest_delay
+    if delay > limit:
+        raise ValidationError(
+            f"a delay of {delay:.0f}s is longer than the {limit}s a worker can hold a task before Redis hands it "
+            "out again (NETJOBS_VISIBILITY_TIMEOUT minus the longest task time limit); use a schedule instead"
+        )
+
+
+def refuse_poison(task_id: str) -> None:
+    """Count the redeliveries of ``task_id``; past NETJOBS_MAX_REDELIVERIES fail it for good.
+
+    A message comes back when its worker died under it (an OOM kill, a segfault, a host crash). A
+    task that kills its worker every time would otherwise come back forever; this failure lands it
+    in the dead letters, with the reason, instead.
+    """
+    import redis
+
+    settings = get_settings()
+    key = f"{REDELIVERY_KEY_PREFIX}{task_id}"
+    client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=5, socket_timeout=10)
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, settings.visibility_timeout * 2)
+            redeliveries, _ = pipe.execute()
+    finally:
+        client.close()
+    if redeliveries > settings.max_redeliveries:
+        raise PoisonTaskError(
+            f"delivered {redeliveries + 1} times and its worker was lost each time (killed, out of memory, "
+            f"crashed or its host went down); NETJOBS_MAX_REDELIVERIES is {settings.max_redeliveries}"
+        )
 
 
 class NetjobsTask(Task):
@@ -29,7 +78,14 @@ class NetjobsTask(Task):
     abstract = True
     typing = True  # wrong argument names or counts fail fast at .delay() time
 
+    def apply_async(self, args=None, kwargs=None, task_id=None, producer=None, link=None, link_error=None,
+                    shadow=None, **options):
+        check_delay(options.get("countdown"), options.get("eta"))
+        return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow, **options)
+
     def __call__(self, *args, **kwargs):
+        if self.request.called_directly is False and (self.request.delivery_info or {}).get("redelivered"):
+            refuse_poison(self.request.id)
         try:
             return super().__call__(*args, **kwargs)
         except (Retry, Ignore, Reject):

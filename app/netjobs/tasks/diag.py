@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+
+from celery.signals import worker_process_init
 
 from netjobs.celery_app import app
 from netjobs.errors import TransientError, ValidationError
 from netjobs.tasks.base import NetjobsTask
+
+
+_in_pool_child = False
+
+
+@worker_process_init.connect
+def _mark_pool_child(**_):
+    global _in_pool_child
+    _in_pool_child = True
 
 
 @app.task(base=NetjobsTask, name="netjobs.diag.ping")
@@ -63,3 +76,11 @@ def db_roundtrip(queries: int = 10) -> dict:
             backends.add(conn.execute(text("SELECT pg_backend_pid()")).scalar())
             conn.execute(text("SELECT count(*) FROM job_runs"))
     return {"pid": os.getpid(), "backends": sorted(backends)}
+
+
+@app.task(base=NetjobsTask, name="netjobs.diag.crash")
+def crash() -> None:
+    """Kill the pool process running this task, as the OOM killer would (drills of poison tasks)."""
+    if not _in_pool_child:
+        raise ValidationError("netjobs.diag.crash runs only in a prefork pool child; here it would kill the worker")
+    os.kill(os.getpid(), signal.SIGKILL)
