@@ -20,3 +20,8 @@ app.config_from_object("netjobs.celeryconfig")
 # Signal handlers: job history and per-process database engines.
 import netjobs.history  # noqa: E402,F401
 import netjobs.db.lifecycle  # noqa: E402,F401
+import netjobs.beat  # noqa: E402,F401 - replaces RedBeat's lock handler before any beat starts
+from netjobs.leases import LeaseStep  # noqa: E402
+
+# Every worker leases the messages it holds and returns those of lost workers (netjobs.leases).
+app.steps["worker"].add(LeaseStep)

@@ -54,7 +54,7 @@ def celery_settings(s: Settings) -> dict:
         "task_default_routing_key": "default",
         "task_routes": (route_task,),
         "task_create_missing_queues": False,
-        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "beat_scheduler": "netjobs.beat:Scheduler",
         "beat_max_loop_interval": s.beat_max_interval,
         "beat_schedule": default_schedule(s),
         "redbeat_redis_url": s.redbeat_url,

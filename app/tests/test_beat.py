@@ -84,3 +84,62 @@ def test_second_beat_does_not_fire_while_the_first_holds_the_lock(worker, db, ne
         assert 1.0 < waited < lock_timeout + 3
     finally:
         invoke("schedule", "remove", name)
+
+
+def test_a_standby_beat_takes_over_within_lock_timeout_plus_a_short_poll(worker, db, netjobs_env):
+    """RedBeat's standby polled the lock every beat_max_interval: up to lock timeout + max interval
+    after the holder died. netjobs' beat polls every LOCK_POLL_SECONDS, and doctor sees the dead holder."""
+    from netjobs.beat import HOLDER_TTL_SECONDS, LOCK_POLL_SECONDS
+
+    # Realistic ratios, scaled down: a max interval long enough that its polling would show.
+    timing = {"NETJOBS_BEAT_MAX_INTERVAL": "20", "NETJOBS_REDBEAT_LOCK_TIMEOUT": "25"}
+    env = {**netjobs_env, **FAST_BEAT, **timing}
+    name = f"failover-{uuid.uuid4().hex[:8]}"
+    assert invoke("schedule", "add", name, "netjobs.diag.ping", "--every", "1s").exit_code == 0
+    try:
+        with beat_process(netjobs_env, **timing) as first:
+            wait_until(lambda: first.has_lock and first.sends(name) >= 1, 20, message="first beat to fire")
+            with beat_process(netjobs_env, **timing) as second:
+                wait_until(lambda: "waiting for the lock" in second.log(), 10, message="the standby to wait")
+                first.kill()
+                killed = time.monotonic()
+
+                def beat_lock():
+                    doctor = run_netjobs("doctor", "--json", "--timeout", "1", env=env).json()
+                    return next(c for c in doctor["checks"] if c["name"] == "beat lock")
+
+                dead = wait_until(lambda: (c := beat_lock()) and not c["ok"] and c, HOLDER_TTL_SECONDS + 8,
+                                  message="doctor to see that the holder is gone")
+                assert "not alive" in dead["detail"], dead
+                wait_until(lambda: second.has_lock, 40, interval=0.2, message="the standby to take the lock")
+                waited = time.monotonic() - killed
+                wait_until(lambda: second.sends(name) >= 1, 10, message="the standby to fire")
+                assert beat_lock()["ok"]
+        assert waited <= 25 + LOCK_POLL_SECONDS + 2, waited
+        assert first.sends(name) + second.sends(name) >= 1
+    finally:
+        invoke("schedule", "remove", name)
+
+
+def test_an_operator_disabling_a_default_entry_survives_beat_restarts(worker, db, netjobs_env):
+    entry = "config-backup-all"
+
+    def state():
+        return {s["name"]: s for s in invoke("schedule", "list", "--json").json()}[entry]
+
+    try:
+        with beat_process(netjobs_env) as beat:
+            wait_until(lambda: beat.has_lock and state()["installed"], 15, message="beat to install the defaults")
+        assert invoke("schedule", "disable", entry).exit_code == 0
+        assert state()["enabled"] is False
+        for _ in range(2):  # each start of a beat writes the default entries again
+            with beat_process(netjobs_env) as beat:
+                wait_until(lambda: beat.has_lock, 15, message="beat to start")
+                time.sleep(1.5)
+                assert state()["enabled"] is False, beat.log()[-2000:]
+        assert invoke("schedule", "enable", entry).exit_code == 0
+        with beat_process(netjobs_env) as beat:
+            wait_until(lambda: beat.has_lock, 15, message="beat to start")
+            assert state()["enabled"] is True
+    finally:
+        invoke("schedule", "enable", entry)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 from sqlalchemy import text
 
 from tests.support.cli import invoke, run_netjobs
@@ -37,8 +40,10 @@ def test_doctor_passes_when_all_is_well_and_flags_dead_letters_and_backlogs(work
                                                                            monkeypatch):
     from netjobs.config import reset_settings
 
-    # A lock as a live beat keeps it: fresh TTL.
-    redis_client.set("netjobs:redbeat:lock", "test-token", px=300_000)
+    # A lock as a live beat keeps it: fresh TTL, and the holder's heartbeat.
+    redis_client.set("netjobs:redbeat:lock", "test-token", px=90_000)
+    redis_client.set("netjobs:redbeat:lock:holder", json.dumps({"host": "h", "pid": 1, "ticked_at": time.time()}),
+                     ex=60)
     try:
         healthy = invoke("doctor", "--json", "--timeout", "1")
         assert healthy.exit_code == 0, healthy.stdout

@@ -48,29 +48,42 @@ def test_consumers_and_workers_of_the_session_worker(worker, celery_app):
     assert isinstance(mine["pid"], int) and mine["pid"] > 0 and mine["processed"] >= 0
 
 
-def test_beat_lock_status_reads_the_redbeat_lock_key(netjobs_env, redis_client):
+def test_beat_lock_status_reads_the_lock_and_the_holders_heartbeat(netjobs_env, redis_client):
+    import json
+    import time
+
+    from netjobs.beat import holder_key
     from netjobs.config import get_settings
     from netjobs.services.health import beat_lock_status
 
     settings = dataclasses.replace(get_settings(), redbeat_key_prefix=f"health-test-{uuid.uuid4().hex[:8]}:")
     key = f"{settings.redbeat_key_prefix}lock"
+    holder = holder_key(key)
     try:
         assert beat_lock_status(redis_client, settings) == {
-            "key": key, "held": False, "ttl_seconds": None, "ttl": None, "lock_timeout": 300, "fresh": False}
+            "key": key, "held": False, "ttl_seconds": None, "lock_timeout": 90, "holder": None,
+            "last_tick_age": None, "fresh": False}
 
-        redis_client.set(key, "token", px=290_000)  # as a beat leaves it right after a tick
+        # As a live beat leaves them: the lock right after a tick, its heartbeat naming the holder.
+        redis_client.set(key, "token", px=89_000)
+        redis_client.set(holder, json.dumps({"host": "beat-host", "pid": 42, "ticked_at": time.time() - 3}), ex=15)
         status = beat_lock_status(redis_client, settings)
-        assert status["held"] and status["fresh"] and 280 < status["ttl_seconds"] <= 290
+        assert status["held"] and status["fresh"] and 80 < status["ttl_seconds"] <= 89
+        assert status["holder"] == {"host": "beat-host", "pid": 42} and 2 < status["last_tick_age"] < 10
 
-        redis_client.pexpire(key, 30_000)  # the holder has not ticked for minutes
+        # Heartbeat still beating, but no tick for longer than beat_max_interval allows: a hung beat.
+        redis_client.set(holder, json.dumps({"host": "beat-host", "pid": 42, "ticked_at": time.time() - 200}), ex=15)
+        assert not beat_lock_status(redis_client, settings)["fresh"]
+
+        redis_client.delete(holder)  # the holder died: its heartbeat expired, the lock not yet
         status = beat_lock_status(redis_client, settings)
-        assert status["held"] and not status["fresh"] and 0 < status["ttl_seconds"] <= 30
+        assert status["held"] and not status["fresh"] and status["holder"] is None
 
         redis_client.persist(key)  # a lock that never expires blocks every beat forever
         status = beat_lock_status(redis_client, settings)
         assert (status["held"], status["ttl_seconds"], status["fresh"]) == (True, -1.0, False)
     finally:
-        redis_client.delete(key)
+        redis_client.delete(key, holder)
 
 
 def test_redis_persistence_from_the_running_server(redis_client):

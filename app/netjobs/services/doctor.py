@@ -74,6 +74,16 @@ class Doctor:
         aof = info.get("aof_enabled")
         self.add("redis persistence", bool(aof),
                  "appendonly (AOF) is on" if aof else "appendonly (AOF) is off: queued tasks are lost on restart")
+        refused = info.get("aof_replay_errors")
+        if refused is not None:  # INFO stats unexpected_error_replies, Redis >= 6.2
+            self.add("redis AOF replay", not refused,
+                     "no command refused while Redis replayed its AOF at start-up" if not refused else
+                     f"Redis refused {refused} commands replaying its AOF at its last start (INFO stats "
+                     "unexpected_error_replies): writes made in MULTI/EXEC (kombu's unacked messages, RedBeat "
+                     "entries) were lost. Known cause: the ACL of the `default` user, whose rights Redis 7.0 "
+                     "re-checks at EXEC when replaying (redis#14541). Fix /etc/redis/users.acl to "
+                     "`user default off resetpass ~* &* +@all` (the redis role does), then restart redis-server; "
+                     "`journalctl -u redis-server` shows the refusals as '== CRITICAL ==' lines")
 
     def database(self) -> bool:
         """Reachable and migrated to head; True when later checks may query it."""
@@ -111,18 +121,32 @@ class Doctor:
 
     def beat_lock(self, client) -> None:
         status = beat_lock_status(client, self.settings)
-        ttl, key = status.get("ttl_seconds"), status["key"]
+        ttl, key, holder, age = status["ttl_seconds"], status["key"], status["holder"], status["last_tick_age"]
+        who = f"beat on {holder['host']} (pid {holder['pid']})" if holder else None
         if status["fresh"]:
-            detail = f"{key} held, expires in {ttl:.1f}s"
+            detail = f"{key} held by {who}, last tick {age:.0f}s ago"
         elif status["held"] and ttl is not None and ttl < 0:
             detail = f"{key} never expires: a stale lock blocks every beat; delete it once no beat runs"
         elif status["held"]:
-            detail = (f"{key} held but expires in {ttl:.1f}s of {status['lock_timeout']}s: "
-                      "its beat has stopped ticking")
+            why = (f"{who} has not ticked for {age:.0f}s" if holder else
+                   "the beat holding it sends no heartbeat: it is not alive")
+            detail = (f"{key}: {why}; scheduled jobs wait until the lock expires in {ttl:.0f}s and a standby "
+                      "beat takes over")
         else:
             detail = f"{key} is not held: no beat is running, scheduled jobs do not start"
-        held = status["fresh"]
-        self.add("beat lock", held, detail)
+        self.add("beat lock", status["fresh"], detail)
+
+    def lost_workers(self, client) -> None:
+        from netjobs.leases import orphaned_messages
+
+        held = orphaned_messages(client, self.settings)
+        if not held:
+            self.add("tasks held by lost workers", True, "none")
+            return
+        shown = "; ".join(m.describe() for m in held[:5]) + (f"; and {len(held) - 5} more" if len(held) > 5 else "")
+        self.add("tasks held by lost workers", False,
+                 f"{len(held)} unacknowledged, held by workers that are gone (oldest {held[0].age:.0f}s): {shown}. "
+                 "A live worker returns them to their queues within a lease period; if none does, start one")
 
     def dead_letters(self) -> None:
         from netjobs.services.deadletters import count_dead_letters
@@ -148,6 +172,7 @@ class Doctor:
             self.guarded("redis configuration", lambda: self.redis_config(broker))
             self.guarded("queue consumers", self.consumers)
             self.guarded("queue backlogs", lambda: self.backlogs(broker))
+            self.guarded("tasks held by lost workers", lambda: self.lost_workers(broker))
         else:
             self.add("queue consumers", False, "not checked: the broker is unreachable")
         if s.redbeat_url != s.broker_url:

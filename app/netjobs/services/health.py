@@ -14,6 +14,8 @@ from netjobs.config import Settings, get_settings
 # sent with a priority in sublists "<queue>\x06\x16<step>" (kombu.transport.redis: sep, priority_steps).
 KOMBU_PRIORITY_SEP = "\x06\x16"
 KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
+# A beat ticks at least every beat_max_interval; a tick may take this long on top.
+BEAT_TICK_GRACE = 15
 
 
 def redis_client(url: str | None = None):
@@ -95,30 +97,54 @@ def _pool_name(implementation: str | None) -> str | None:
 
 
 def beat_lock_status(client, settings: Settings) -> dict:
-    """The RedBeat lock: ``held``, ``ttl_seconds`` (None if not held, -1 if it never expires), ``fresh``.
+    """The RedBeat lock and the beat that holds it.
 
-    A running beat resets the lock's TTL to redbeat_lock_timeout on every tick (at least every
-    beat_max_interval), so a TTL far below that means the holder stopped ticking.
+    ``held``: the lock exists; ``ttl_seconds``: None if not held, -1 if it never expires;
+    ``holder``: host and pid the holding beat recorded, ``last_tick_age``: seconds since its last
+    tick; ``fresh``: held by a beat that is still ticking (it ticks at least every
+    beat_max_interval, see netjobs.beat).
     """
+    import json
+    import time
+
+    from netjobs.beat import holder_key
+
     key = f"{settings.redbeat_key_prefix}lock"
-    pttl = client.pttl(key)
+    with client.pipeline(transaction=False) as pipe:
+        pipe.pttl(key)
+        pipe.get(holder_key(key))
+        pttl, raw_holder = pipe.execute()
     held = pttl != -2  # -2: no such key
     ttl = None if not held else -1.0 if pttl == -1 else pttl / 1000.0
-    fresh_above = max(0, settings.redbeat_lock_timeout - 2 * settings.beat_max_interval)
+    holder = None
+    try:
+        holder = json.loads(raw_holder) if raw_holder else None
+    except ValueError:
+        pass
+    age = time.time() - float(holder["ticked_at"]) if holder and "ticked_at" in holder else None
+    ticking = age is not None and age <= settings.beat_max_interval + BEAT_TICK_GRACE
     return {
         "key": key,
         "held": held,
         "ttl_seconds": ttl,
-        "ttl": ttl,  # alias read by `netjobs doctor`
         "lock_timeout": settings.redbeat_lock_timeout,
-        "fresh": held and ttl is not None and ttl > 0 and ttl >= fresh_above,
+        "holder": {"host": holder.get("host"), "pid": holder.get("pid")} if holder else None,
+        "last_tick_age": age,
+        "fresh": held and ttl is not None and ttl > 0 and ticking,
     }
 
 
 def redis_persistence(client) -> dict:
-    """Eviction policy and persistence, from INFO (CONFIG GET is not allowed to the app's ACL user)."""
+    """Eviction policy and persistence, from INFO (CONFIG GET is not allowed to the app's ACL user).
+
+    ``aof_replay_errors`` is INFO stats' ``unexpected_error_replies``: errors Redis sent to its
+    AOF-loading client (or, on a replica, to its master) since it started. Each one is a command the
+    AOF holds but the dataset does not, e.g. a MULTI/EXEC block refused on replay because the ACL
+    of the ``default`` user forbids it (Redis 7.0, redis#14541). None if Redis does not report it.
+    """
     memory = client.info("memory")
     persistence = client.info("persistence")
+    stats = client.info("stats")
     last_save = persistence.get("rdb_last_save_time")
     return {
         "maxmemory_policy": memory.get("maxmemory_policy"),
@@ -132,6 +158,7 @@ def redis_persistence(client) -> dict:
             "saves": persistence.get("rdb_saves"),
         },
         "loading": bool(persistence.get("loading")),
+        "aof_replay_errors": stats.get("unexpected_error_replies"),
     }
 
 

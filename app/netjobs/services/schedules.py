@@ -8,6 +8,7 @@ here but not removed or replaced, since beat would put them back on its next sta
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -196,6 +197,8 @@ def _view(entry, static: bool) -> ScheduleView:
 
 def list_schedules(app) -> list[ScheduleView]:
     """Every entry in RedBeat plus default entries beat has not installed yet, by name."""
+    from netjobs.beat import apply_overrides, read_overrides
+
     client = _redis(app)
     conf = app.redbeat_conf
     statics = static_names(app)
@@ -206,7 +209,8 @@ def list_schedules(app) -> list[ScheduleView]:
         if entry is not None:
             views[entry.name] = _view(entry, entry.name in statics)
     now = datetime.now(timezone.utc)
-    for name, spec in (app.conf.beat_schedule or {}).items():
+    overrides = read_overrides(client, conf.key_prefix)
+    for name, spec in apply_overrides(app.conf.beat_schedule or {}, overrides).items():
         if name in views:
             continue
         sched = spec["schedule"]
@@ -214,7 +218,8 @@ def list_schedules(app) -> list[ScheduleView]:
             sched = interval_schedule(run_every=sched, app=app)
         remaining = sched.remaining_estimate(now)
         views[name] = ScheduleView(
-            name=name, task=spec["task"], schedule=describe_schedule(sched), enabled=True, static=True,
+            name=name, task=spec["task"], schedule=describe_schedule(sched), enabled=spec.get("enabled", True),
+            static=True,
             installed=False, next_run=now + remaining if remaining is not None else None, last_run=None,
             args=list(spec.get("args") or []), kwargs=dict(spec.get("kwargs") or {}),
             options=dict(spec.get("options") or {}),
@@ -270,11 +275,21 @@ def remove_schedule(app, name: str) -> None:
 
 
 def set_enabled(app, name: str, enabled: bool) -> ScheduleView:
+    """Enable or disable an entry now. For a default entry the choice is also kept as an override
+    that every beat applies when it writes the defaults at start-up (netjobs.beat)."""
+    from netjobs.beat import overrides_key
+
+    static = name in static_names(app)
     entry = _load(app, name)
-    if entry is None:
-        if name in static_names(app):
-            raise NotFoundError(f"default schedule entry {name!r} is not in Redis yet: start beat once first")
+    if entry is None and not static:
         raise NotFoundError(f"no schedule named {name!r} (see `netjobs schedule list`)")
-    entry.enabled = enabled
-    entry.save()  # keeps meta (last run) as it is
-    return get_schedule(app, name)
+    if static:
+        key = overrides_key(app.redbeat_conf.key_prefix)
+        client = _redis(app)
+        current = json.loads(client.hget(key, name) or "{}")
+        client.hset(key, name, json.dumps({**current, "enabled": enabled}))
+    if entry is not None:
+        entry.enabled = enabled
+        entry.save()  # keeps meta (last run) as it is
+        return get_schedule(app, name)
+    return next(view for view in list_schedules(app) if view.name == name)
