@@ -183,6 +183,9 @@ def health_snapshot(app, settings: Settings | None = None, timeout: float = 1.0)
         problems.append(f"redis maxmemory-policy is {snapshot['redis']['maxmemory_policy']}, not noeviction")
     if not snapshot["redis"]["aof_enabled"]:
         problems.append("redis appendonly (AOF) is off: queued tasks are lost on restart")
+    if snapshot["redis"].get("aof_replay_errors"):
+        problems.append(f"redis refused {snapshot['redis']['aof_replay_errors']} commands while replaying its AOF "
+                        "at start-up: writes were lost (see `netjobs doctor`)")
 
     try:
         workers = workers_answering(app, timeout)
@@ -202,6 +205,15 @@ def health_snapshot(app, settings: Settings | None = None, timeout: float = 1.0)
             problems.append(f"queue {queue} has no consumer ({state['length']} waiting)")
         if state["length"] > settings.backlog_threshold:
             problems.append(f"queue {queue} backlog {state['length']} is over {settings.backlog_threshold}")
+
+    try:
+        from netjobs.leases import orphaned_messages
+
+        held = orphaned_messages(client, settings)
+        if held:
+            problems.append(f"{len(held)} tasks held by lost workers (oldest {held[0].age:.0f}s: {held[0].describe()})")
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"worker leases could not be read: {_first_line(exc)}")
 
     try:
         lock_client = client if settings.redbeat_url == settings.broker_url else redis_client(settings.redbeat_url)
