@@ -47,6 +47,8 @@ class Settings:
     device_password: str = field(default="", repr=False)
     device_key_file: str = ""
     device_credentials_file: str = ""
+    ssh_host_key_policy: str = "strict"
+    redact_secrets: bool = True
     device_conn_timeout: float = 10.0
     device_read_timeout: float = 60.0
     sweep_max_addresses: int = 65536
@@ -141,6 +143,16 @@ def _bool(raw: str) -> bool:
     raise ValueError(f"must be true or false, got {raw!r}")
 
 
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}, got {raw!r}")
+        return value
+
+    return parse
+
+
 def _timezone(raw: str) -> str:
     try:
         zoneinfo.ZoneInfo(raw)
@@ -214,6 +226,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         device_password=read("DEVICE_PASSWORD", _text, ""),
         device_key_file=read("DEVICE_KEY_FILE", _text, ""),
         device_credentials_file=read("DEVICE_CREDENTIALS_FILE", _text, ""),
+        ssh_host_key_policy=read("SSH_HOST_KEY_POLICY", _choice("strict", "trust-on-first-use"), "strict"),
+        redact_secrets=read("REDACT_SECRETS", _bool, True),
         device_conn_timeout=read("DEVICE_CONN_TIMEOUT", _float_between(0.5, 300), 10.0),
         device_read_timeout=read("DEVICE_READ_TIMEOUT", _float_between(0.5, 3600), 60.0),
         sweep_max_addresses=read("SWEEP_MAX_ADDRESSES", _int_between(1, 1 << 24), 65536),

@@ -94,6 +94,30 @@ class DeadLetter(Base):
     __table_args__ = (Index("ix_dead_letters_failed_at", "failed_at"),)
 
 
+class ConfigContent(Base):
+    """A configuration as stored (normalized, redacted), once per distinct content: the archive."""
+
+    __tablename__ = "config_contents"
+
+    content_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    content: Mapped[str] = mapped_column(Text)
+    lines: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class DeviceHostKey(Base):
+    """The SSH host key netjobs trusts for a device (see netjobs.services.hostkeys)."""
+
+    __tablename__ = "device_host_keys"
+
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    key_type: Mapped[str] = mapped_column(String(64))
+    public_key: Mapped[str] = mapped_column(Text)  # base64, as in known_hosts
+    fingerprint: Mapped[str] = mapped_column(String(128))  # SHA256:..., as ssh-keygen -l shows it
+    trusted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    trusted_by: Mapped[str] = mapped_column(String(255))
+
+
 class ConfigSnapshot(Base):
     __tablename__ = "config_snapshots"
 
@@ -104,6 +128,9 @@ class ConfigSnapshot(Base):
     git_commit: Mapped[str | None] = mapped_column(String(64))
     changed: Mapped[bool] = mapped_column(Boolean)
     task_id: Mapped[str | None] = mapped_column(String(64))
+    # Against the device's previous snapshot; NULL for snapshots older than the archive (0003).
+    lines_added: Mapped[int | None] = mapped_column(Integer)
+    lines_removed: Mapped[int | None] = mapped_column(Integer)
 
     device: Mapped[Device] = relationship(back_populates="snapshots")
 
