@@ -3,6 +3,11 @@
 The body is derived from the hostname (or read from a file, re-read on every show so labs and
 tests can change it). The decoration - timestamps, byte counts, NTP clock period - changes on
 every show, as on real devices, so the backup's normalization has something to remove.
+
+Like real configurations, the bodies hold secrets (enable secrets, password hashes, TACACS and
+NTP keys, SNMP communities, pre-shared keys, a WPA key), derived from the hostname so they differ
+per device but not per show; :func:`simulated_secrets` lists them, so tests can check that the
+backup's redaction removes every one.
 """
 
 from __future__ import annotations
@@ -18,41 +23,143 @@ def _octets(hostname: str) -> tuple[int, int]:
     return 1 + digest[0] % 250, 1 + digest[1] % 250
 
 
+_CRYPT = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_JUNOS9 = "QzF3n6/9CAtpu0OB1IREhcSyrleKvMW8LXx7N-dVbwsY2g4oaJZGUDjiHkq.mPf5T"
+
+
+def _chars(hostname: str, label: str, alphabet: str, length: int) -> str:
+    raw = hashlib.shake_256(f"{hostname}/{label}".encode()).digest(length)
+    return "".join(alphabet[b % len(alphabet)] for b in raw)
+
+
+def _type7(hostname: str, label: str) -> str:
+    """A Cisco type-7 string: two decimal digits, then hex pairs."""
+    digest = hashlib.sha256(f"{hostname}/{label}".encode()).digest()
+    return f"{digest[0] % 16:02d}{digest[1:9].hex().upper()}"
+
+
+def _secrets(hostname: str) -> dict[str, str]:
+    """The secret values of ``hostname``'s simulated configuration, by role."""
+    return {
+        "type9": f"$9${_chars(hostname, 's9', _CRYPT, 14)}${_chars(hostname, 'h9', _CRYPT, 43)}",
+        "sha512": f"$6${_chars(hostname, 's6', _CRYPT, 16)}${_chars(hostname, 'h6', _CRYPT, 86)}",
+        "root_sha512": f"$6${_chars(hostname, 'rs6', _CRYPT, 16)}${_chars(hostname, 'rh6', _CRYPT, 86)}",
+        "user_type7": _type7(hostname, "user"),
+        "tacacs_type7": _type7(hostname, "tacacs"),
+        "keychain_type7": _type7(hostname, "keychain"),
+        "ospf_type7": _type7(hostname, "ospf"),
+        "bgp_type7": _type7(hostname, "bgp"),
+        "ntp_type7": _type7(hostname, "ntp"),
+        "line_type7": _type7(hostname, "line"),
+        "isakmp_psk": f"psk-{_chars(hostname, 'psk', _CRYPT[2:], 12)}",
+        "cvauth_key": f"cv-{_chars(hostname, 'cv', _CRYPT[2:], 16)}",
+        "junos_tacacs": f"$9${_chars(hostname, 'jt', _JUNOS9, 22)}",
+        "junos_ntp": f"$9${_chars(hostname, 'jn', _JUNOS9, 22)}",
+        "junos_ospf": f"$9${_chars(hostname, 'jo', _JUNOS9, 22)}",
+        "junos_bgp": f"$9${_chars(hostname, 'jb', _JUNOS9, 22)}",
+        "wpa_psk": hashlib.shake_256(f"{hostname}/wpa".encode()).hexdigest(32),
+        "community": "netops-ro",
+    }
+
+
+_SECRETS_BY_PLATFORM: dict[str, tuple[str, ...]] = {
+    "cisco_ios": ("type9", "user_type7", "tacacs_type7", "keychain_type7", "ospf_type7", "bgp_type7",
+                  "ntp_type7", "line_type7", "isakmp_psk", "community"),
+    "arista_eos": ("sha512", "root_sha512", "user_type7", "tacacs_type7", "keychain_type7", "ospf_type7",
+                   "bgp_type7", "ntp_type7", "cvauth_key", "community"),
+    "juniper_junos": ("sha512", "root_sha512", "junos_tacacs", "junos_ntp", "junos_ospf", "junos_bgp",
+                      "community"),
+    "linux": ("wpa_psk",),
+}
+
+
+def simulated_secrets(platform: str, hostname: str) -> list[str]:
+    """Every secret value in :func:`generated_body` for ``platform`` and ``hostname``."""
+    values = _secrets(hostname)
+    found = [values[role] for role in _SECRETS_BY_PLATFORM[platform]]
+    if platform in ("cisco_ios", "arista_eos"):
+        found.append("$9$simulated$hash")
+    return found
+
+
 def generated_body(platform: str, hostname: str) -> str:
     """A plausible configuration body for ``platform``, the same for the same hostname."""
     a, b = _octets(hostname)
+    k = _secrets(hostname)
     if platform in ("cisco_ios", "arista_eos"):
+        ios = platform == "cisco_ios"
         lines = [f"hostname {hostname}", "!", "service timestamps log datetime msec",
-                 "no ip domain lookup", "ip domain name lab.example.net", "!",
-                 "username netops privilege 15 secret 9 $9$simulated$hash", "!"]
+                 "no ip domain lookup", "ip domain name lab.example.net", "!"]
+        if ios:
+            lines += ["service password-encryption", f"enable secret 9 {k['type9']}", "!"]
+        else:
+            lines += [f"enable password sha512 {k['sha512']}", f"aaa root secret sha512 {k['root_sha512']}", "!"]
+        lines += ["username netops privilege 15 secret 9 $9$simulated$hash",
+                  f"username backup privilege 1 password 7 {k['user_type7']}", "!"]
+        if ios:
+            lines += ["aaa new-model", "aaa authentication login default group tacacs+ local", "!",
+                      "tacacs server ISE", " address ipv4 10.213.1.5", f" key 7 {k['tacacs_type7']}", "!"]
+        else:
+            lines += ["aaa authentication login default group tacacs+ local",
+                      f"tacacs-server host 10.213.1.5 key 7 {k['tacacs_type7']}", "!"]
+        lines += ["key chain OSPF-KEYS", " key 1", f"  key-string 7 {k['keychain_type7']}", "!"]
         for port in range(1, 5):
             lines += [f"interface GigabitEthernet0/{port}" if platform == "cisco_ios" else f"interface Ethernet{port}",
                       f" description uplink-{port} to core-{(a + port) % 4 + 1}",
-                      f" ip address 10.{a}.{b}.{port * 4 + 1} 255.255.255.252", " no shutdown", "!"]
+                      f" ip address 10.{a}.{b}.{port * 4 + 1} 255.255.255.252", " no shutdown"]
+            if port == 1:
+                lines += [" ip ospf message-digest-key 1 md5 7 " + k["ospf_type7"]]
+            lines += ["!"]
         lines += ["interface Loopback0", f" ip address 10.255.{a}.{b} 255.255.255.255", "!",
                   "router ospf 1", f" router-id 10.255.{a}.{b}", " network 10.0.0.0 0.255.255.255 area 0", "!",
+                  "router bgp 65000", " neighbor 10.255.0.1 remote-as 65000",
+                  f" neighbor 10.255.0.1 password 7 {k['bgp_type7']}", "!",
                   "ip access-list standard MGMT", " permit 10.213.0.0 0.0.255.255", " deny any log", "!",
-                  "snmp-server community netops-ro RO MGMT", "logging host 10.213.1.10",
-                  "ntp server 10.213.1.1", "!", "line vty 0 4", " access-class MGMT in",
-                  " transport input ssh", "!"]
+                  "snmp-server community netops-ro RO MGMT", "snmp-server host 10.213.1.20 version 2c netops-ro",
+                  "logging host 10.213.1.10",
+                  "ntp authenticate", "ntp trusted-key 1",
+                  f"ntp authentication-key 1 md5 {k['ntp_type7']} 7" if ios
+                  else f"ntp authentication-key 1 md5 7 {k['ntp_type7']}",
+                  "ntp server 10.213.1.1", "!"]
+        if ios:
+            lines += [f"crypto isakmp key {k['isakmp_psk']} address 192.0.2.1", "!",
+                      "line con 0", f" password 7 {k['line_type7']}", " login", "!"]
+        else:
+            lines += ["daemon TerminAttr", f"   exec /usr/bin/TerminAttr -cvaddr=10.213.1.30:9910 "
+                      f"-cvauth=key,{k['cvauth_key']} -cvvrf=MGMT", "   no shutdown", "!"]
+        lines += ["line vty 0 4", " access-class MGMT in", " transport input ssh", "!"]
         return "\n".join(lines) + "\n"
     if platform == "juniper_junos":
         lines = ["set version 21.4R3.15", f"set system host-name {hostname}",
+                 f'set system root-authentication encrypted-password "{k["root_sha512"]}"',
+                 "set system login user netops uid 2001", "set system login user netops class super-user",
+                 f'set system login user netops authentication encrypted-password "{k["sha512"]}"',
+                 f'set system tacplus-server 10.213.1.5 secret "{k["junos_tacacs"]}"',
                  "set system services ssh protocol-version v2", "set system syslog host 10.213.1.10 any notice",
+                 f'set system ntp authentication-key 1 type md5 value "{k["junos_ntp"]}"',
+                 "set system ntp trusted-key 1",
                  "set system ntp server 10.213.1.1"]
         for port in range(4):
             lines += [f"set interfaces ge-0/0/{port} description uplink-{port}",
                       f"set interfaces ge-0/0/{port} unit 0 family inet address 10.{a}.{b}.{port * 4 + 1}/30"]
         lines += [f"set interfaces lo0 unit 0 family inet address 10.255.{a}.{b}/32",
+                  "set snmp community netops-ro authorization read-only",
+                  "set snmp community netops-ro clients 10.213.0.0/16",
                   f"set routing-options router-id 10.255.{a}.{b}",
                   "set protocols ospf area 0.0.0.0 interface ge-0/0/0.0",
-                  "set protocols ospf area 0.0.0.0 interface lo0.0 passive"]
+                  f'set protocols ospf area 0.0.0.0 interface ge-0/0/0.0 authentication md5 1 key "{k["junos_ospf"]}"',
+                  "set protocols ospf area 0.0.0.0 interface lo0.0 passive",
+                  "set protocols bgp group IBGP type internal",
+                  f'set protocols bgp group IBGP authentication-key "{k["junos_bgp"]}"',
+                  "set protocols bgp group IBGP neighbor 10.255.0.1"]
         return "\n".join(lines) + "\n"
     if platform == "linux":
         lines = [f"# {hostname}: interfaces(5) file used by ifup(8) and ifdown(8)", "auto lo", "iface lo inet loopback", ""]
         for port in range(2):
             lines += [f"auto eth{port}", f"iface eth{port} inet static",
                       f"    address 10.{a}.{b}.{port * 4 + 1}/30", ""]
+        lines += ["allow-hotplug wlan0", "iface wlan0 inet dhcp", "    wpa-ssid netops-lab",
+                  "    wpa-key-mgmt WPA-PSK", f"    wpa-psk {k['wpa_psk']}", ""]
         return "\n".join(lines)
     raise ValueError(f"no configuration template for platform {platform!r}")
 
