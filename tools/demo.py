@@ -74,7 +74,9 @@ def main() -> int:
                                            NETJOBS_DEVICE_USERNAME="netjobs",
                                            NETJOBS_DEVICE_PASSWORD=device_password,
                                            NETJOBS_BEAT_MAX_INTERVAL="5",
-                                           NETJOBS_REDBEAT_LOCK_TIMEOUT="30")}
+                                           NETJOBS_REDBEAT_LOCK_TIMEOUT="30",
+                                           # the shipped default: backups need `netjobs devices trust`
+                                           NETJOBS_SSH_HOST_KEY_POLICY="strict")}
         env["NETJOBS_COMPLIANCE_RULES"] = str(REPO / "app" / "netjobs" / "data" / "compliance-example.yml")
         say(f"Redis on port {redis.port}, PostgreSQL on port {pg.port}; logs in {logs}")
         netjobs(env, "db", "upgrade")
@@ -90,6 +92,9 @@ def main() -> int:
         for index, (name, platform) in enumerate(DEVICES):
             netjobs(env, "devices", "add", name, "127.0.0.1", "--port", str(base_port + index),
                     "--platform", platform, "--site", "demo")
+        say("Trust each device's SSH host key (backups accept no other)")
+        for name, _ in DEVICES:
+            netjobs(env, "devices", "trust", name)
 
         for queue, (pool, concurrency) in WORKERS.items():
             stack.enter_context(celery_worker(env, queues=queue, pool=pool, concurrency=concurrency,
@@ -108,9 +113,9 @@ def main() -> int:
         say("Reachability sweep of the simulators' ports")
         ports = ",".join(str(base_port + i) for i in range(len(DEVICES)))
         netjobs(env, "sweep", "127.0.0.0/30", "--ports", ports, "--wait")
-        say("Config backup of every device, into git")
+        say("Config backup of every device, into the archive")
         netjobs(env, "backup", "--all", "--wait")
-        subprocess.run(["git", "-C", env["NETJOBS_BACKUP_REPO"], "log", "--oneline", "--stat"], check=False)
+        netjobs(env, "configs", "changed", "--since", "1h")
         say("Job history")
         netjobs(env, "runs", "--limit", "20")
         say("Health")

@@ -68,7 +68,8 @@ def db(netjobs_env):
     recorder.flush()
     with get_engine().begin() as conn:
         conn.execute(text(
-            "TRUNCATE job_runs, dead_letters, compliance_results, reachability_results, config_snapshots, devices "
+            "TRUNCATE job_runs, dead_letters, compliance_results, reachability_results, config_snapshots, "
+            "config_contents, devices "
             "RESTART IDENTITY CASCADE"
         ))
     yield get_engine()

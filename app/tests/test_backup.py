@@ -1,11 +1,10 @@
-"""Configuration backup: normalization, credentials, the git repository, and backups over real SSH
+"""Configuration backup: normalization, credentials, the archive and its git view, and backups over real SSH
 (simulated devices) both in-process and through the real Celery worker."""
 
 from __future__ import annotations
 
 import multiprocessing
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from netjobs.devsim.configs import generated_body, running_config
 from netjobs.errors import NotFoundError, PermanentError, TransientError, is_transient
 from netjobs.services.backup import backup_device, normalize_config, summarize_results
 from netjobs.services.credentials import CredentialsError, credentials_for
-from netjobs.services.gitrepo import commit_file, device_filename, git, read_file_at
+from netjobs.services.gitrepo import device_filename, git
 from tests.conftest import wait_until
 from tests.support.devices import add_device_row, sim_lab  # noqa: F401 - fixture
 from tests.support.servers import free_port
@@ -125,7 +124,7 @@ def test_credentials_problems_are_permanent_and_clear(tmp_path, content, ref, me
     assert not is_transient(caught.value)
 
 
-# --- the git repository --------------------------------------------------------------------------
+# --- the archive and its git view ----------------------------------------------------------------
 
 
 def commits(repo: Path, filename: str | None = None) -> int:
@@ -133,26 +132,61 @@ def commits(repo: Path, filename: str | None = None) -> int:
     return int(git(repo, *args).stdout.strip())
 
 
-def test_repository_is_created_with_netjobs_identity(tmp_path):
-    repo = tmp_path / "new" / "repo"
-    outcome = commit_file(repo, "r1.cfg", "hostname r1\n", "r1: configuration changed", "task-1")
-    assert outcome.changed and len(outcome.commit) == 40
-    author = git(repo, "log", "-1", "--format=%an <%ae>").stdout.strip()
-    assert author.startswith("netjobs <netjobs@")
-    assert git(repo, "config", "user.name").stdout.strip() == "netjobs"
+def archive(engine, device: str, content: str, task_id: str | None = None, age_minutes: int = 10):
+    """Store ``content`` as ``device``'s snapshot, aged so that the git export takes it."""
+    from netjobs.services.archive import store_snapshot
+    from netjobs.services.backup import content_hash
+
+    with engine.connect() as conn:
+        device_id = conn.execute(text("SELECT id FROM devices WHERE name = :n"), {"n": device}).scalar_one()
+    stored = store_snapshot(device_id, content, content_hash(content), task_id)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE config_snapshots SET collected_at = now() - make_interval(mins => :m) "
+                          "WHERE id = :id"), {"m": age_minutes, "id": stored.snapshot_id})
+    return stored
 
 
-def test_unchanged_content_is_not_committed_again_but_a_redelivery_finds_its_commit(tmp_path):
-    repo = tmp_path / "repo"
-    first = commit_file(repo, "r1.cfg", "hostname r1\n", "m", "task-1")
-    redelivered = commit_file(repo, "r1.cfg", "hostname r1\n", "m", "task-1")
-    later = commit_file(repo, "r1.cfg", "hostname r1\n", "m", "task-2")
-    assert redelivered == first  # same commit, still "changed": it was this task's change
-    assert later.commit == first.commit and not later.changed
-    assert commits(repo) == 1
-    changed = commit_file(repo, "r1.cfg", "hostname r1-new\n", "m", "task-3")
-    assert changed.changed and changed.commit != first.commit and commits(repo) == 2
-    assert read_file_at(repo, "r1.cfg", first.commit) == "hostname r1\n"
+def test_archive_stores_each_content_once_and_counts_changed_lines(db):
+    add_device_row(db, name="arc-1")
+    first = archive(db, "arc-1", "hostname arc-1\nntp server 10.0.0.1\n", "t1", age_minutes=30)
+    same = archive(db, "arc-1", "hostname arc-1\nntp server 10.0.0.1\n", "t2", age_minutes=20)
+    redelivered = archive(db, "arc-1", "hostname arc-1\nntp server 10.0.0.1\n", "t2", age_minutes=20)
+    changed = archive(db, "arc-1", "hostname arc-1\nntp server 10.0.0.2\nlogging host 10.0.0.9\n", "t3")
+    assert (first.changed, first.lines_added, first.lines_removed) == (True, 2, 0)
+    assert (same.changed, same.lines_added, same.lines_removed) == (False, 0, 0)
+    assert redelivered == same  # the same task adds no second snapshot
+    assert (changed.changed, changed.lines_added, changed.lines_removed) == (True, 2, 1)
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM config_snapshots")).scalar() == 3
+        assert conn.execute(text("SELECT count(*) FROM config_contents")).scalar() == 2
+
+
+def test_git_view_gets_one_commit_per_change_with_the_same_ids_on_every_host(db, tmp_path):
+    from netjobs.services.archive import export_git
+
+    add_device_row(db, name="gv-1")
+    add_device_row(db, name="gv-2")
+    archive(db, "gv-1", "hostname gv-1\n", "a", age_minutes=50)
+    archive(db, "gv-2", "hostname gv-2\n", "b", age_minutes=40)
+    archive(db, "gv-1", "hostname gv-1\n", "c", age_minutes=30)  # unchanged: no commit
+    archive(db, "gv-1", "hostname gv-1\nsnmp-server location lab\n", "d", age_minutes=20)
+    host_a, host_b = tmp_path / "host-a", tmp_path / "host-b"
+    assert export_git(host_a)["exported"] == 3
+    assert commits(host_a) == 3 and commits(host_a, device_filename("gv-1")) == 2
+    assert (host_a / "gv-1.cfg").read_text() == "hostname gv-1\nsnmp-server location lab\n"
+    assert git(host_a, "log", "-1", "--format=%an <%ae>").stdout.strip() == "netjobs <netjobs@config-archive>"
+    assert export_git(host_a)["exported"] == 0  # nothing new
+
+    archive(db, "gv-2", "hostname gv-2\nip ssh version 2\n", "e", age_minutes=10)
+    archive(db, "gv-2", "hostname gv-2\nip ssh version 1\n", "f", age_minutes=0)  # too recent to export
+    assert export_git(host_a)["exported"] == 1
+    # Another host exporting later, in one go, ends at the very same commit.
+    assert export_git(host_b) == {"exported": 4, "head": git(host_a, "rev-parse", "HEAD").stdout.strip()}
+    with db.connect() as conn:
+        exported = conn.execute(text("SELECT count(*) FROM config_snapshots WHERE git_commit IS NOT NULL")).scalar()
+        head_snapshot = conn.execute(text("SELECT git_commit FROM config_snapshots WHERE task_id = 'e'")).scalar()
+    assert exported == 4 and head_snapshot == git(host_b, "rev-parse", "HEAD").stdout.strip()
+    git(host_b, "fsck", "--no-progress")
 
 
 @pytest.mark.parametrize("name, expected", [("core-1", "core-1.cfg"), ("../etc/passwd", "_etc_passwd.cfg"),
@@ -161,23 +195,27 @@ def test_device_filenames_stay_inside_the_repository(name, expected):
     assert device_filename(name) == expected
 
 
-def _commit_many(repo: str, worker: int) -> None:
+def _archive_many(worker: int) -> None:
+    from netjobs.db.engine import dispose_engine, get_engine
+
+    dispose_engine(close=False)  # the parent's pool is the parent's
     for i in range(6):
-        commit_file(Path(repo), f"dev-{worker}-{i}.cfg", f"hostname dev-{worker}-{i}\n", "m", f"t-{worker}-{i}")
+        archive(get_engine(), f"conc-{worker}", f"hostname conc-{worker}\nversion {i}\n", f"t-{worker}-{i}")
 
 
-def test_concurrent_processes_commit_without_losing_anything(tmp_path):
-    repo = tmp_path / "repo"
+def test_concurrent_processes_archive_without_losing_anything(db):
+    for worker in range(4):
+        add_device_row(db, name=f"conc-{worker}")
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_commit_many, args=(str(repo), w)) for w in range(4)]
+    procs = [ctx.Process(target=_archive_many, args=(w,)) for w in range(4)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(60)
     assert [p.exitcode for p in procs] == [0] * 4
-    assert commits(repo) == 24
-    assert git(repo, "status", "--porcelain").stdout == ""
-    git(repo, "fsck", "--no-progress")
+    with db.connect() as conn:
+        rows = conn.execute(text("SELECT count(*), count(*) FILTER (WHERE changed) FROM config_snapshots")).one()
+    assert tuple(rows) == (24, 24)
 
 
 # --- backup over SSH, in-process -----------------------------------------------------------------
@@ -185,56 +223,46 @@ def test_concurrent_processes_commit_without_losing_anything(tmp_path):
 
 def snapshot_rows(engine, device_id):
     with engine.connect() as conn:
-        return conn.execute(text("SELECT content_hash, git_commit, changed, task_id FROM config_snapshots "
+        return conn.execute(text("SELECT content_hash, changed, task_id FROM config_snapshots "
                                  "WHERE device_id = :d ORDER BY id"), {"d": device_id}).all()
 
 
-@pytest.mark.parametrize("platform", PLATFORMS)
-def test_backup_commits_once_and_records_unchanged_checks(db, sim_lab, netjobs_env, platform):
-    from netjobs.config import get_settings
+def archived(device: str) -> str:
+    from netjobs.services.archive import content_of, resolve
 
+    return content_of(resolve(device))
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_backup_archives_once_and_records_unchanged_checks(db, sim_lab, netjobs_env, platform):
     device = sim_lab.device(platform)
     device_id = add_device_row(db, device)
-    repo = get_settings().backup_repo
     first = backup_device(device.name, task_id="t-first")
-    assert first.status == "changed"
-    stored = (repo / device_filename(device.name)).read_text()
+    assert first.status == "changed" and first.lines_removed == 0 and first.lines_added > 5
+    stored = archived(device.name)
     assert device.name in stored
     assert "Last configuration change" not in stored and "! Time:" not in stored and "## Last commit" not in stored
 
     second = backup_device(device.name, task_id="t-second")  # volatile lines differ on the device
-    assert second.status == "unchanged" and second.commit == first.commit
-    assert commits(repo, device_filename(device.name)) == 1
+    assert second.status == "unchanged" and second.content_hash == first.content_hash
 
     device.set_body(device.spec.body().replace(device.name, device.name + "-renamed", 1))
     third = backup_device(device.name, task_id="t-third")
-    assert third.status == "changed" and third.commit != first.commit
-    assert commits(repo, device_filename(device.name)) == 2
+    assert third.status == "changed" and third.content_hash != first.content_hash
+    assert (third.lines_added, third.lines_removed) == (1, 1)
 
     rows = snapshot_rows(db, device_id)
     assert [(r.changed, r.task_id) for r in rows] == [(True, "t-first"), (False, "t-second"), (True, "t-third")]
     assert rows[0].content_hash == rows[1].content_hash != rows[2].content_hash
-    assert rows[1].git_commit == first.commit
 
 
-def test_redelivered_backup_adds_no_commit_and_no_row(db, sim_lab):
-    from netjobs.config import get_settings
-
+def test_redelivered_backup_adds_no_snapshot(db, sim_lab):
     device = sim_lab.device("cisco_ios")
     device_id = add_device_row(db, device)
     first = backup_device(device.name, task_id="same-task")
     again = backup_device(device.name, task_id="same-task")
     assert again.as_dict() == first.as_dict()
     assert len(snapshot_rows(db, device_id)) == 1
-    assert commits(get_settings().backup_repo, device_filename(device.name)) == 1
-
-    # Killed after the commit but before the snapshot row: the redelivery finds its own commit.
-    with db.begin() as conn:
-        conn.execute(text("DELETE FROM config_snapshots WHERE device_id = :d"), {"d": device_id})
-    resumed = backup_device(device.name, task_id="same-task")
-    assert (resumed.status, resumed.commit) == ("changed", first.commit)
-    assert [(r.changed, r.task_id) for r in snapshot_rows(db, device_id)] == [(True, "same-task")]
-    assert commits(get_settings().backup_repo, device_filename(device.name)) == 1
 
 
 @pytest.mark.parametrize("fail_mode, message", [("disconnect-mid-session", "connection lost"), ("hang", "no answer to")])
@@ -290,7 +318,7 @@ def test_backup_device_task_returns_the_result(worker, db, celery_app, sim_lab):
     result = celery_app.send_task("netjobs.backup.device", args=[device.name])
     value = result.get(timeout=60)
     assert value["device"] == device.name and value["status"] == "changed"
-    assert len(value["commit"]) == 40 and isinstance(value["snapshot_id"], int)
+    assert isinstance(value["snapshot_id"], int) and len(value["content_hash"]) == 64
 
 
 def test_unreachable_device_is_retried_then_dead_lettered(worker, db, celery_app):

@@ -1,8 +1,7 @@
-"""Compliance rules, the rules file, and checks of real snapshots in a real git repository."""
+"""Compliance rules, the rules file, and checks of real snapshots in the central archive."""
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -175,24 +174,21 @@ def test_any_rules_document_gives_rules_or_line_numbered_problems(document):
         assert all(r.check("ip ssh version 2\n")[1] for r in rules)
 
 
-# --- against snapshots in a real repository -------------------------------------------------------
+# --- against snapshots in the archive -------------------------------------------------------------
 
 
-def commit_config(repo: Path, device: str, content: str) -> str:
-    """Commit as the backup service does, so both agree on the repository layout."""
-    from netjobs.services.gitrepo import commit_file, device_filename
+def add_snapshot(engine, device: str, content: str, age_minutes: int = 0, task_id: str | None = None) -> int:
+    """Archive ``content`` as the device's snapshot, then backdate it by ``age_minutes``."""
+    from netjobs.services.archive import store_snapshot
+    from netjobs.services.backup import content_hash
 
-    return commit_file(repo, device_filename(device), content, f"{device} config", task_id=None).commit
-
-
-def add_snapshot(engine, device: str, content: str, commit: str | None, age_minutes: int = 0) -> int:
+    with engine.connect() as conn:
+        device_id = conn.execute(text("SELECT id FROM devices WHERE name = :d"), {"d": device}).scalar_one()
+    snapshot_id = store_snapshot(device_id, content, content_hash(content), task_id).snapshot_id
     with engine.begin() as conn:
-        return conn.execute(text(
-            "INSERT INTO config_snapshots (device_id, collected_at, content_hash, git_commit, changed) "
-            "SELECT id, :at, :hash, :commit, :changed FROM devices WHERE name = :device RETURNING id"
-        ), {"device": device, "at": datetime.now(timezone.utc) - timedelta(minutes=age_minutes),
-            "hash": hashlib.sha256(content.encode()).hexdigest(), "commit": commit,
-            "changed": commit is not None}).scalar_one()
+        conn.execute(text("UPDATE config_snapshots SET collected_at = :at WHERE id = :id"),
+                     {"at": datetime.now(timezone.utc) - timedelta(minutes=age_minutes), "id": snapshot_id})
+    return snapshot_id
 
 
 def stored_results(engine, run_id: str) -> dict:
@@ -212,21 +208,19 @@ def fleet(db, tmp_path):
     add_device("r2", "10.0.0.2", "arista_eos", site="dc2")
     add_device("r3", "10.0.0.3", "linux")
     add_device("off", "10.0.0.4", "linux", enabled=False)
-    repo = tmp_path / "backups"
-    old = commit_config(repo, "r1", CONFIG_BAD)
-    add_snapshot(db, "r1", CONFIG_BAD, old, age_minutes=60)
-    r1_new = add_snapshot(db, "r1", CONFIG_GOOD, commit_config(repo, "r1", CONFIG_GOOD), age_minutes=30)
-    add_snapshot(db, "r2", CONFIG_BAD, commit_config(repo, "r2", CONFIG_BAD), age_minutes=30)
-    r2_unchanged = add_snapshot(db, "r2", CONFIG_BAD, None)  # unchanged backup: no commit of its own
+    add_snapshot(db, "r1", CONFIG_BAD, age_minutes=60)
+    r1_new = add_snapshot(db, "r1", CONFIG_GOOD, age_minutes=30)
+    add_snapshot(db, "r2", CONFIG_BAD, age_minutes=30)
+    r2_unchanged = add_snapshot(db, "r2", CONFIG_BAD)  # an unchanged backup: a snapshot, no new content
     rules = tmp_path / "rules.yml"
     rules.write_text(RULES)
-    return {"repo": repo, "rules": rules, "snapshots": {"r1": r1_new, "r2": r2_unchanged}}
+    return {"rules": rules, "snapshots": {"r1": r1_new, "r2": r2_unchanged}}
 
 
 def test_run_checks_latest_snapshots_and_stores_results_once_per_run(fleet, db):
     from netjobs.services.compliance import latest_results, run_compliance
 
-    summary = run_compliance(rules_path=fleet["rules"], run_id="run-1", repo=fleet["repo"])
+    summary = run_compliance(rules_path=fleet["rules"], run_id="run-1")
     assert {k: v for k, v in summary.items() if k != "failures"} == {
         "run_id": "run-1", "devices": 3, "rules": 5, "checked": 2, "passed": 5, "failed": 3, "skipped": 1,
         "failed_devices": ["r2"], "skipped_devices": ["r3"],
@@ -241,7 +235,7 @@ def test_run_checks_latest_snapshots_and_stores_results_once_per_run(fleet, db):
     }
     assert stored_results(db, "run-1") == expected
     # The same run again (a redelivered task) rewrites its rows instead of adding more.
-    assert run_compliance(rules_path=fleet["rules"], run_id="run-1", repo=fleet["repo"])["failed"] == 3
+    assert run_compliance(rules_path=fleet["rules"], run_id="run-1")["failed"] == 3
     assert stored_results(db, "run-1") == expected
     with db.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM compliance_results")).scalar() == len(expected)
@@ -253,24 +247,20 @@ def test_run_on_named_devices_and_unknown_names(fleet, db):
     from netjobs.errors import NotFoundError
     from netjobs.services.compliance import run_compliance
 
-    summary = run_compliance(devices=["r1"], rules_path=fleet["rules"], run_id="run-2", repo=fleet["repo"])
+    summary = run_compliance(devices=["r1"], rules_path=fleet["rules"], run_id="run-2")
     assert (summary["devices"], summary["checked"], summary["passed"], summary["failed"]) == (1, 1, 5, 0)
     with pytest.raises(NotFoundError, match="unknown device: r9"):
-        run_compliance(devices=["r1", "r9"], rules_path=fleet["rules"], repo=fleet["repo"])
+        run_compliance(devices=["r1", "r9"], rules_path=fleet["rules"])
 
 
 def test_check_task_on_the_real_worker(worker, db, celery_app):
-    """Uses the session's NETJOBS_COMPLIANCE_RULES and NETJOBS_BACKUP_REPO, as the deployed task does."""
+    """Uses the session's NETJOBS_COMPLIANCE_RULES and the central archive, as the deployed task does."""
     from netjobs.config import get_settings
     from netjobs.services.devices import add_device
 
     settings = get_settings()
-    from netjobs.services.backup import content_hash, record_snapshot
     add_device("cmp-r1", "10.0.1.1", "cisco_ios", site="dc1", tags=["core"])
-    commit = commit_config(settings.backup_repo, "cmp-r1", CONFIG_BAD)
-    with db.connect() as conn:
-        device_id = conn.execute(text("SELECT id FROM devices WHERE name = 'cmp-r1'")).scalar_one()
-    record_snapshot(device_id, content_hash(CONFIG_BAD), commit, True, "backup-task-1")
+    add_snapshot(db, "cmp-r1", CONFIG_BAD, task_id="backup-task-1")
     settings.compliance_rules.unlink(missing_ok=True)
 
     missing = celery_app.send_task("netjobs.compliance.check")

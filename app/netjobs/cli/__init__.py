@@ -56,9 +56,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from netjobs.cli import devices, history, jobs, ops, schedules
+    from netjobs.cli import configs, devices, history, jobs, ops, schedules
 
-    for module in (jobs, history, schedules, ops, devices):
+    for module in (jobs, history, schedules, ops, devices, configs):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -109,7 +109,7 @@ def report_outcome(task_id: str, state: str, outcome, history, judge) -> int:
     if state == "SUCCESS":
         value = outcome if history is None else _summary_value(history.result_summary)
         print_json(value)
-        code = judge(value) if judge is not None else EXIT_OK
+        code = (judge or summary_judge)(value)
         verdict = "[green]SUCCESS[/green]" if code == EXIT_OK else "[yellow]finished with problems[/yellow]"
         err().print(f"{verdict} {task_id}")
         return code
@@ -130,15 +130,22 @@ def _summary_value(text: str | None):
         return text
 
 
-def _failed_count(key: str):
-    """A judge: exit 1 when the job's summary reports failed items under ``key``."""
-
-    def judge(value) -> int:
-        if isinstance(value, dict) and value.get(key):
-            return EXIT_FAILED
+def summary_judge(value) -> int:
+    """The default verdict on a job's summary: exit 1 when it reports anything failed, skipped or
+    non-compliant (backup --all, compliance, sweeps), naming the devices."""
+    if not isinstance(value, dict):
         return EXIT_OK
-
-    return judge
+    problems = []
+    failed = value.get("failed_devices") or [f.get("device") for f in value.get("failures") or []
+                                             if isinstance(f, dict) and f.get("device")]
+    if value.get("failed"):
+        problems.append(f"{value['failed']} failed" + (f": {', '.join(map(str, failed[:20]))}" if failed else ""))
+    if value.get("skipped"):
+        skipped = value.get("skipped_devices") or []
+        problems.append(f"{value['skipped']} skipped" + (f": {', '.join(map(str, skipped[:20]))}" if skipped else ""))
+    for problem in problems:
+        err().print(f"[yellow]{escape(problem)}[/yellow]")
+    return EXIT_FAILED if problems else EXIT_OK
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -197,7 +204,7 @@ def sweep(prefix, ports, probe_timeout, devices, site, tag, icmp, wait_, wait_ti
 @wait_option
 @timeout_option
 def backup(device, all_, site, tag, wait_, timeout):
-    """Back up DEVICE's configuration, or --all devices, into git."""
+    """Back up DEVICE's configuration, or --all devices, into the config archive."""
     if bool(device) == all_:
         raise ValidationError("give a DEVICE or --all")
     if device and (site or tag):
@@ -209,8 +216,7 @@ def backup(device, all_, site, tag, wait_, timeout):
         raise SystemExit(send("netjobs.backup.device", {"device": device}, wait=wait_,
                               wait_timeout=wait_seconds(timeout)))
     kwargs = {k: v for k, v in (("site", site), ("tag", tag)) if v}
-    raise SystemExit(send("netjobs.backup.all", kwargs, wait=wait_, wait_timeout=wait_seconds(timeout),
-                          judge=_failed_count("failed")))
+    raise SystemExit(send("netjobs.backup.all", kwargs, wait=wait_, wait_timeout=wait_seconds(timeout)))
 
 
 def _read_inventory(path: str) -> str:

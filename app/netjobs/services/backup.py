@@ -1,5 +1,5 @@
-"""Configuration backup: fetch a device's running configuration over SSH, normalize it, commit it
-to the backup repository when it changed, and record a ``config_snapshots`` row.
+"""Configuration backup: fetch a device's running configuration over SSH, normalize and redact it,
+and record it in the config archive (netjobs.services.archive).
 
 Plain Python, no Celery: :func:`backup_device` is what ``netjobs.backup.device`` calls.
 Errors are classified for the task's retry logic: the network failing is a TransientError,
@@ -14,14 +14,13 @@ import re
 import socket
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 
 from netjobs.config import Settings, get_settings
 from netjobs.db.engine import session_scope
-from netjobs.db.models import ConfigSnapshot, Device
+from netjobs.db.models import Device
 from netjobs.errors import NotFoundError, PermanentError, TransientError
 from netjobs.platforms import (
     CONFIG_END_LINES,
@@ -31,7 +30,9 @@ from netjobs.platforms import (
     VOLATILE_LINE_PATTERNS,
 )
 from netjobs.services.credentials import DeviceCredentials, credentials_for
-from netjobs.services.gitrepo import CommitOutcome, commit_file, device_filename
+
+if TYPE_CHECKING:
+    from netjobs.services.hostkeys import PinnedHostKey
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +121,13 @@ class Timeouts:
         return cls(connect=settings.device_conn_timeout, read=settings.device_read_timeout)
 
 
-def fetch_running_config(target: BackupTarget, creds: DeviceCredentials, timeouts: Timeouts) -> str:
+def fetch_running_config(target: BackupTarget, creds: DeviceCredentials, timeouts: Timeouts,
+                         host_key: PinnedHostKey) -> str:
     """The raw running configuration of ``target``, read with Netmiko.
 
-    Raises TransientError when the device cannot be reached or stops answering, PermanentError
-    when it refuses the credentials or the enable secret.
+    Only a device presenting ``host_key`` is logged in to. Raises TransientError when the device
+    cannot be reached or stops answering, PermanentError when it refuses the credentials or the
+    enable secret, HostKeyChangedError (permanent) when it presents another host key.
     """
     from netmiko import ConnectHandler
     from netmiko.exceptions import NetmikoAuthenticationException, NetmikoTimeoutException, ReadTimeout
@@ -136,7 +139,7 @@ def fetch_running_config(target: BackupTarget, creds: DeviceCredentials, timeout
         username=creds.username, password=creds.password or None, secret=creds.enable_secret,
         use_keys=bool(creds.key_file), key_file=creds.key_file or None, allow_agent=False,
         conn_timeout=timeouts.connect, auth_timeout=timeouts.connect, banner_timeout=timeouts.connect,
-        fast_cli=True, keepalive=0,
+        fast_cli=True, keepalive=0, **host_key.netmiko_params(),
     )
     command = RUNNING_CONFIG_COMMANDS[target.platform]
     try:
@@ -168,9 +171,11 @@ def fetch_running_config(target: BackupTarget, creds: DeviceCredentials, timeout
     except ReadTimeout:
         raise TransientError(f"{where}: no answer to {command!r} within {timeouts.read:g}s") from None
     except NetmikoTimeoutException as exc:
+        host_key.check(exc)  # Netmiko wraps paramiko's BadHostKeyException
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "timed out"
         raise TransientError(f"{where}: cannot connect: {reason}") from None
     except (SSHException, EOFError, OSError, socket.timeout) as exc:
+        host_key.check(exc)
         raise TransientError(f"{where}: connection lost: {exc or type(exc).__name__}") from None
     except ValueError as exc:
         # Netmiko raises ValueError when it cannot find the prompt: a half-open session.
@@ -204,87 +209,43 @@ def check_complete(target: BackupTarget, text: str) -> None:
 class BackupResult:
     device: str
     status: str  # "changed" | "unchanged"
-    commit: str
     snapshot_id: int
     content_hash: str
+    lines_added: int | None
+    lines_removed: int | None
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def record_snapshot(device_id: int, digest: str, commit: str, changed: bool, task_id: str | None) -> int:
-    """Insert the snapshot row, or find the one a previous delivery of ``task_id`` inserted."""
-    statement = (
-        insert(ConfigSnapshot)
-        .values(device_id=device_id, content_hash=digest, git_commit=commit, changed=changed, task_id=task_id)
-        .on_conflict_do_nothing(constraint="uq_config_snapshots_device_hash_task")
-        .returning(ConfigSnapshot.id)
-    )
-    with session_scope() as session:
-        snapshot_id = session.scalar(statement)
-        if snapshot_id is None:
-            snapshot_id = session.scalar(
-                select(ConfigSnapshot.id).where(ConfigSnapshot.device_id == device_id,
-                                                ConfigSnapshot.content_hash == digest,
-                                                ConfigSnapshot.task_id == task_id)
-            )
-        return snapshot_id
+def prepare_config(platform: str, raw: str, settings: Settings) -> str:
+    """What the archive stores: the normalized configuration, with secrets redacted unless disabled."""
+    text = normalize_config(platform, raw)
+    if settings.redact_secrets:
+        from netjobs.redact import redact
 
-
-def _snapshot_of_task(device_id: int, digest: str, task_id: str | None) -> tuple[int, str, bool] | None:
-    if task_id is None:
-        return None
-    with session_scope() as session:
-        row = session.execute(
-            select(ConfigSnapshot.id, ConfigSnapshot.git_commit, ConfigSnapshot.changed)
-            .where(ConfigSnapshot.device_id == device_id, ConfigSnapshot.content_hash == digest,
-                   ConfigSnapshot.task_id == task_id)
-        ).first()
-    return tuple(row) if row is not None else None
-
-
-def _committed_already(device_id: int, digest: str, path: Path, text: str) -> str | None:
-    """The commit holding ``text``, if the latest snapshot has it and the file still matches.
-
-    The common nightly case - nothing changed - then needs no git process and no repository lock.
-    """
-    with session_scope() as session:
-        latest = session.execute(
-            select(ConfigSnapshot.content_hash, ConfigSnapshot.git_commit)
-            .where(ConfigSnapshot.device_id == device_id)
-            .order_by(ConfigSnapshot.collected_at.desc(), ConfigSnapshot.id.desc()).limit(1)
-        ).first()
-    if latest is None or latest.content_hash != digest or not latest.git_commit:
-        return None
-    try:
-        return latest.git_commit if path.read_text() == text else None
-    except OSError:
-        return None
+        text = redact(platform, text)
+    return text
 
 
 def backup_device(name: str, task_id: str | None = None, settings: Settings | None = None) -> BackupResult:
-    """Back up one device. Safe to repeat: the same task id never adds a second commit or row."""
+    """Back up one device into the archive. Safe to repeat: the same task id adds no second snapshot."""
+    from netjobs.services.archive import store_snapshot
+    from netjobs.services.hostkeys import pinned_host_key
+
     settings = settings or get_settings()
     target = load_target(name)
     creds = credentials_for(target.credentials_ref, settings)
-    raw = fetch_running_config(target, creds, Timeouts.from_settings(settings))
+    with pinned_host_key(target, settings) as host_key:
+        raw = fetch_running_config(target, creds, Timeouts.from_settings(settings), host_key)
     check_complete(target, raw)
-    text = normalize_config(target.platform, raw)
+    text = prepare_config(target.platform, raw, settings)
     digest = content_hash(text)
-    earlier = _snapshot_of_task(target.id, digest, task_id)
-    if earlier is not None:  # a redelivery that got as far as recording: nothing more to do
-        snapshot_id, commit, changed = earlier
-        return BackupResult(target.name, "changed" if changed else "unchanged", commit, snapshot_id, digest)
-    filename = device_filename(target.name)
-    commit = _committed_already(target.id, digest, settings.backup_repo / filename, text)
-    if commit is not None:
-        outcome = CommitOutcome(commit, changed=False)
-    else:
-        outcome = commit_file(settings.backup_repo, filename, text, f"{target.name}: configuration changed", task_id)
-    snapshot_id = record_snapshot(target.id, digest, outcome.commit, outcome.changed, task_id)
-    status = "changed" if outcome.changed else "unchanged"
-    log.info("backup %s: %s (%s)", target.name, status, outcome.commit[:12])
-    return BackupResult(target.name, status, outcome.commit, snapshot_id, digest)
+    stored = store_snapshot(target.id, text, digest, task_id)
+    status = "changed" if stored.changed else "unchanged"
+    log.info("backup %s: %s (snapshot %d, +%s -%s)", target.name, status, stored.snapshot_id,
+             stored.lines_added, stored.lines_removed)
+    return BackupResult(target.name, status, stored.snapshot_id, digest, stored.lines_added, stored.lines_removed)
 
 
 def summarize_results(results: list[dict]) -> dict:

@@ -1,8 +1,8 @@
 """Compliance: check each device's latest config snapshot against rules from a YAML file.
 
-The rules file format is documented in ``netjobs/data/compliance-example.yml``. Snapshot content is
-read from the config-backup git repository at the commit the snapshot recorded, so a check sees
-exactly the config that was backed up, even if the working tree moved on since.
+The rules file format is documented in ``netjobs/data/compliance-example.yml``. Each device's
+latest configuration is read from the central archive (netjobs.services.archive), so every host
+checks every device, whichever host backed it up.
 
 Results are stored per (run, device, rule); running again with the same ``run_id`` (a redelivered
 task) overwrites that run's rows instead of adding more.
@@ -11,7 +11,6 @@ task) overwrites that run's rows instead of adding more.
 from __future__ import annotations
 
 import re
-import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from netjobs.db.engine import session_scope
 from netjobs.errors import ValidationError
 from netjobs.platforms import SUPPORTED_PLATFORMS
 from netjobs.services.devices import select_devices
-from netjobs.services.gitrepo import device_filename
+from netjobs.services.archive import latest_contents
 
 RULE_KINDS = ("require", "forbid", "regex", "forbid_regex")
 FILTERS = ("platforms", "sites", "tags")
@@ -208,57 +207,6 @@ def load_rules(path: str | Path | None = None) -> list[Rule]:
     return parse_rules(content, str(path))
 
 
-# --- snapshot content ------------------------------------------------------------------------------
-
-
-def snapshot_path(device_name: str) -> str:
-    """The device's file in the config-backup repository, named as the backup service names it."""
-    return device_filename(device_name)
-
-
-class GitBlobReader:
-    """Reads ``commit:path`` blobs through one long-lived ``git cat-file --batch`` process."""
-
-    def __init__(self, repo: Path):
-        self.repo = repo
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self) -> GitBlobReader:
-        if not (self.repo / ".git").exists() and not (self.repo / "HEAD").exists():
-            return self  # no repository yet: every read answers None
-        self.proc = subprocess.Popen(["git", "-C", str(self.repo), "cat-file", "--batch"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.proc is not None:
-            self.proc.stdin.close()
-            self.proc.wait(30)
-
-    def read(self, commit: str, path: str) -> str | None:
-        """The blob's text, or None when the commit or the file in it does not exist."""
-        if self.proc is None or not re.fullmatch(r"[0-9a-fA-F]{4,64}", commit):
-            return None
-        self.proc.stdin.write(f"{commit}:{path}\n".encode())
-        self.proc.stdin.flush()
-        header = self.proc.stdout.readline().decode().split()
-        if len(header) != 3 or header[1] != "blob":
-            return None  # "<spec> missing" or a tree
-        blob = self.proc.stdout.read(int(header[2]) + 1)[:-1]  # content, then a newline
-        return blob.decode("utf-8", errors="replace")
-
-
-LATEST_SNAPSHOTS_SQL = text("""
-SELECT DISTINCT ON (s.device_id) s.device_id, s.id AS snapshot_id,
-    COALESCE(s.git_commit, (
-        SELECT c.git_commit FROM config_snapshots c
-        WHERE c.device_id = s.device_id AND c.content_hash = s.content_hash AND c.git_commit IS NOT NULL
-        ORDER BY c.collected_at DESC, c.id DESC LIMIT 1)) AS git_commit
-FROM config_snapshots s JOIN devices d ON d.id = s.device_id
-WHERE d.name = ANY(:names)
-ORDER BY s.device_id, s.collected_at DESC, s.id DESC
-""")
-
 DEVICE_IDS_SQL = text("SELECT name, id FROM devices WHERE name = ANY(:names)")
 
 UPSERT_RESULT_SQL = text("""
@@ -274,15 +222,15 @@ def _batches(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
-def run_compliance(devices=None, rules_path=None, run_id=None, repo: str | Path | None = None,
+def run_compliance(devices=None, rules_path=None, run_id=None,
                    progress: Callable[[int, int], None] | None = None) -> dict:
-    """Check the latest snapshot of each selected enabled device against every rule that applies.
+    """Check the latest archived configuration of each selected enabled device against every rule
+    that applies.
 
-    Devices without a snapshot (or whose snapshot content cannot be found in the repository) are
-    skipped and listed. Returns a JSON-friendly summary.
+    Devices with no configuration in the archive are skipped and listed. Returns a JSON-friendly
+    summary.
     """
     rules = load_rules(rules_path)
-    repo = Path(repo) if repo is not None else get_settings().backup_repo
     run_id = run_id or uuid.uuid4().hex
     if not isinstance(run_id, str) or len(run_id) > 64:
         raise ValidationError("run_id must be a string of at most 64 characters")
@@ -290,46 +238,44 @@ def run_compliance(devices=None, rules_path=None, run_id=None, repo: str | Path 
     summary = {"run_id": run_id, "devices": len(selected), "rules": len(rules), "checked": 0, "passed": 0,
                "failed": 0, "skipped": 0, "failed_devices": [], "skipped_devices": [], "failures": []}
     done = 0
-    with GitBlobReader(repo) as reader:
-        for batch in _batches(selected, DEVICE_BATCH):
-            _check_batch(batch, rules, run_id, reader, summary)
-            done += len(batch)
-            if progress is not None:
-                progress(done, len(selected))
+    for batch in _batches(selected, DEVICE_BATCH):
+        _check_batch(batch, rules, run_id, summary)
+        done += len(batch)
+        if progress is not None:
+            progress(done, len(selected))
     return summary
 
 
-def _check_batch(batch: list[dict], rules: list[Rule], run_id: str, reader: GitBlobReader, summary: dict) -> None:
+def _check_batch(batch: list[dict], rules: list[Rule], run_id: str, summary: dict) -> None:
     names = [d["name"] for d in batch]
     with session_scope() as session:
         ids = dict(session.execute(DEVICE_IDS_SQL, {"names": names}).all())
-        latest = {row.device_id: row for row in session.execute(LATEST_SNAPSHOTS_SQL, {"names": names})}
-        results = []
-        for device in batch:
-            snapshot = latest.get(ids.get(device["name"]))
-            content = None
-            if snapshot is not None and snapshot.git_commit:
-                content = reader.read(snapshot.git_commit, snapshot_path(device["name"]))
-            if content is None:
-                summary["skipped"] += 1
-                summary["skipped_devices"].append(device["name"])
+    latest = latest_contents(list(ids.values()))
+    results = []
+    for device in batch:
+        device_id = ids.get(device["name"])
+        snapshot_id, content = latest.get(device_id, (None, None))
+        if content is None:
+            summary["skipped"] += 1
+            summary["skipped_devices"].append(device["name"])
+            continue
+        summary["checked"] += 1
+        device_failed = False
+        for rule in rules:
+            if not rule.applies_to(device):
                 continue
-            summary["checked"] += 1
-            device_failed = False
-            for rule in rules:
-                if not rule.applies_to(device):
-                    continue
-                passed, detail = rule.check(content)
-                results.append({"run_id": run_id, "device_id": snapshot.device_id, "snapshot_id": snapshot.snapshot_id,
-                                "rule": rule.name, "passed": passed, "detail": detail})
-                summary["passed" if passed else "failed"] += 1
-                if not passed:
-                    device_failed = True
-                    if len(summary["failures"]) < MAX_FAILURES_IN_SUMMARY:
-                        summary["failures"].append({"device": device["name"], "rule": rule.name, "detail": detail})
-            if device_failed:
-                summary["failed_devices"].append(device["name"])
-        if results:
+            passed, detail = rule.check(content)
+            results.append({"run_id": run_id, "device_id": device_id, "snapshot_id": snapshot_id,
+                            "rule": rule.name, "passed": passed, "detail": detail})
+            summary["passed" if passed else "failed"] += 1
+            if not passed:
+                device_failed = True
+                if len(summary["failures"]) < MAX_FAILURES_IN_SUMMARY:
+                    summary["failures"].append({"device": device["name"], "rule": rule.name, "detail": detail})
+        if device_failed:
+            summary["failed_devices"].append(device["name"])
+    if results:
+        with session_scope() as session:
             session.execute(UPSERT_RESULT_SQL, results)
 
 

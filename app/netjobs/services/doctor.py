@@ -148,6 +148,19 @@ class Doctor:
                  f"{len(held)} unacknowledged, held by workers that are gone (oldest {held[0].age:.0f}s): {shown}. "
                  "A live worker returns them to their queues within a lease period; if none does, start one")
 
+    def config_archive(self) -> None:
+        """The git view of the archive on this host (the archive itself is the database)."""
+        from netjobs.services.archive import git_view_problems
+
+        repo = self.settings.backup_repo
+        problems = git_view_problems(repo)
+        if problems is None:
+            self.add("config archive git view", True, f"{repo} not created on this host (nothing exported here)",
+                     WARNING)
+            return
+        self.add("config archive git view", not problems,
+                 f"{repo}: " + ("; ".join(problems) if problems else "intact"), WARNING)
+
     def dead_letters(self) -> None:
         from netjobs.services.deadletters import count_dead_letters
 
@@ -181,6 +194,7 @@ class Doctor:
             self.guarded("beat lock", lambda: self.beat_lock(broker))
         if database_ok:
             self.guarded("dead letters", self.dead_letters)
+        self.guarded("config archive git view", self.config_archive)
         return self.checks
 
 

@@ -94,3 +94,11 @@ def summarize(self, results: list, site: str | None = None, tag: str | None = No
     if run_id is not None:
         self.app.backend.client.delete(_progress_key(run_id))
     return summarize_results(list(results or [])) | {"site": site, "tag": tag}
+
+
+@app.task(base=NetjobsTask, name="netjobs.backup.export_archive")
+def export_archive() -> dict:
+    """Bring this host's git view of the config archive up to date (NETJOBS_BACKUP_REPO)."""
+    from netjobs.services.archive import export_git
+
+    return export_git(get_settings().backup_repo)
