@@ -3,7 +3,8 @@
 
 Everything is real: one ``netjobs.devsim`` process serving N devices on N loopback ports (platforms
 cycled: cisco_ios, arista_eos, juniper_junos, linux), a throwaway redis-server and PostgreSQL, and
-a Celery worker consuming the backup queue with the shipped settings (history on, acks_late).
+a Celery worker consuming the backup queue with the shipped settings (history on, acks_late, the
+strict SSH host-key policy: every device's key is trusted beforehand, as `netjobs devices trust` does).
 
 For each worker configuration (``--pools``, default ``threads:32``) two runs are timed from
 submitting ``backup.all`` to having its summary:
@@ -55,7 +56,8 @@ def start_simulator(count: int, username: str, password: str, workdir: Path) -> 
     ports_file = workdir / "ports.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "netjobs.devsim", "--listen", "127.0.0.1", "--port", "0", "--count", str(count),
-         "--platform", SIM_PLATFORMS, "--hostname", "bench", "--username", username, "--ports-file", str(ports_file)],
+         "--platform", SIM_PLATFORMS, "--hostname", "bench", "--username", username, "--ports-file", str(ports_file),
+         "--host-key", str(workdir / "host_key")],
         env={**os.environ, "NETJOBS_DEVSIM_PASSWORD": password, "PYTHONPATH": str(ROOT / "app")},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -66,18 +68,25 @@ def start_simulator(count: int, username: str, password: str, workdir: Path) -> 
     return proc, json.loads(ports_file.read_text())
 
 
-def insert_devices(ports: dict[str, int]) -> None:
+def insert_devices(ports: dict[str, int], host_key_file: Path) -> None:
+    """The simulated devices, each with the simulator's host key trusted (it has one for all)."""
     from sqlalchemy import insert, text
 
     from netjobs.db.engine import get_engine
     from netjobs.db.models import Device
+    from netjobs.devsim import load_host_key
+    from netjobs.services.hostkeys import HostKey
 
+    key = HostKey.of(load_host_key(host_key_file))
     platforms = SIM_PLATFORMS.split(",")
     rows = [dict(name=name, mgmt_address="127.0.0.1", port=port, platform=platforms[i % len(platforms)],
                  site="bench", tags=["bench"]) for i, (name, port) in enumerate(sorted(ports.items()))]
     with get_engine().begin() as conn:
         conn.execute(text("TRUNCATE config_snapshots, devices RESTART IDENTITY CASCADE"))
         conn.execute(insert(Device), rows)
+        conn.execute(text("INSERT INTO device_host_keys (device_id, key_type, public_key, fingerprint, trusted_by) "
+                          "SELECT id, :type, :key, :fingerprint, 'bench' FROM devices"),
+                     {"type": key.key_type, "key": key.public_key, "fingerprint": key.fingerprint})
 
 
 def timed_backup_all(app, expected: int, timeout: float) -> dict:
@@ -138,7 +147,8 @@ def run(args) -> dict:
         env = service_env(redis, pg, NETJOBS_COMPLIANCE_RULES=str(workdir / "compliance.yml"),
                           # the shipped timeouts and retry policy, not the tests' short ones
                           NETJOBS_DEVICE_CONN_TIMEOUT="10", NETJOBS_DEVICE_READ_TIMEOUT="60",
-                          NETJOBS_RETRY_BACKOFF="2", NETJOBS_RETRY_BACKOFF_MAX="300")
+                          NETJOBS_RETRY_BACKOFF="2", NETJOBS_RETRY_BACKOFF_MAX="300",
+                          NETJOBS_SSH_HOST_KEY_POLICY="strict")
         os.environ.update(env)
         from netjobs.config import reset_settings
         from netjobs.db.migrate import upgrade
@@ -154,7 +164,7 @@ def run(args) -> dict:
             repo = workdir / f"repo-{index}-{pool}-{concurrency}"
             run_env = env | {"NETJOBS_BACKUP_REPO": str(repo)}
             os.environ.update(run_env)
-            insert_devices(ports)
+            insert_devices(ports, workdir / "host_key")
             with celery_worker(run_env, queues="backup", pool=pool, concurrency=concurrency,
                                hostname=f"bench-backup-{index}-{pool}-{concurrency}@localhost") as worker:
                 measured = []

@@ -1,9 +1,9 @@
-"""`netjobs devices add|list|remove`: the inventory, one device at a time."""
+"""`netjobs devices add|list|remove|trust|hostkeys`: the inventory, one device at a time, and SSH host keys."""
 
 from __future__ import annotations
 
 import click
-from netjobs.cli.common import EXIT_FAILED, err, escape, new_table, note, out, print_json, settings
+from netjobs.cli.common import EXIT_FAILED, err, escape, fail, new_table, note, out, print_json, settings, short_time
 
 
 @click.group()
@@ -72,6 +72,59 @@ def devices_remove(name, yes):
         raise SystemExit(EXIT_FAILED)
     remove_device(name)
     note(f"removed {name}")
+
+
+@devices.command(name="trust")
+@click.argument("name")
+@click.option("--replace", is_flag=True, help="Accept a key different from the trusted one (after a hardware swap).")
+@click.option("--json", "as_json", is_flag=True)
+def devices_trust(name, replace, as_json):
+    """Trust the SSH host key device NAME presents now (backups accept no other).
+
+    Check the fingerprint shown against the device's console. A different key already trusted is
+    refused (exit 1) unless --replace.
+    """
+    from netjobs.errors import TransientError
+    from netjobs.services.hostkeys import trust
+
+    settings()
+    try:
+        outcome = trust(name, replace=replace)
+    except TransientError as exc:
+        fail(f"cannot reach device {name}: {exc}")
+    if as_json:
+        print_json(outcome)
+        return
+    key = outcome.key
+    if outcome.action == "already trusted":
+        note(f"{outcome.device}: already trusted: {key.fingerprint} ({key.key_type}), "
+             f"by {key.trusted_by} at {short_time(key.trusted_at)}")
+    elif outcome.action == "replaced":
+        note(f"{outcome.device}: replaced {outcome.previous.fingerprint} ({outcome.previous.key_type}) "
+             f"with {key.fingerprint} ({key.key_type}), trusted by {key.trusted_by}")
+    else:
+        note(f"{outcome.device}: stored {key.fingerprint} ({key.key_type}), trusted by {key.trusted_by}")
+
+
+@devices.command(name="hostkeys")
+@click.option("--json", "as_json", is_flag=True)
+def devices_hostkeys(as_json):
+    """The SSH host key trusted for each device ("-": none yet, see `netjobs devices trust`)."""
+    from netjobs.services.hostkeys import list_host_keys
+
+    settings()
+    rows = list_host_keys()
+    if as_json:
+        print_json(rows)
+        return
+    table = new_table(f"host keys ({sum(1 for r in rows if r['fingerprint'])} of {len(rows)} devices)",
+                      ("device", "address", "key type", "fingerprint", "trusted at", "trusted by"),
+                      no_wrap=("device", "fingerprint"))
+    for r in rows:
+        table.add_row(escape(r["device"]), escape(f"{r['address']}:{r['port']}"), r["key_type"] or "-",
+                      r["fingerprint"] or "[yellow]-[/yellow]", short_time(r["trusted_at"]),
+                      escape(r["trusted_by"] or "-"))
+    out().print(table)
 
 
 COMMANDS = (devices,)

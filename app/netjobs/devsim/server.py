@@ -189,7 +189,8 @@ class Fleet:
     """Simulated devices, each on its own TCP port, served by one process.
 
     Use as a context manager, or ``start()``/``stop()``. Devices may be added while running and
-    their :class:`DeviceSpec` changed (fail mode, config file) between sessions.
+    their :class:`DeviceSpec` changed (fail mode, config file, host key) between sessions. Every
+    device presents the fleet's host key unless its spec has one of its own.
     """
 
     def __init__(self, host_key: paramiko.PKey | None = None):
@@ -235,7 +236,9 @@ class Fleet:
                     continue
                 conn.setblocking(True)
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                session = _Session(conn, self.devices[key.data], self.host_key)
+                device = self.devices[key.data]
+                host_key = device.host_key if device.host_key is not None else self.host_key
+                session = _Session(conn, device, host_key)
                 with self._lock:
                     self._sessions.add(session)
                 threading.Thread(target=self._serve, args=(session,), name=f"devsim-{key.data}", daemon=True).start()

@@ -30,6 +30,7 @@ class DeviceSpec:
     config_file: Path | None = None
     fail_mode: str = "none"
     authorized_keys: frozenset[tuple[str, str]] = frozenset()  # (key type, base64)
+    host_key: object | None = field(default=None, repr=False)  # a paramiko PKey; None: the Fleet's key
 
     def __post_init__(self):
         if self.platform not in PLATFORMS:

@@ -153,6 +153,7 @@ def service_env(redis: RedisServer, pg: PostgresServer, **extra: str) -> dict[st
         "NETJOBS_DEVICE_PASSWORD": secrets.token_urlsafe(12),
         "NETJOBS_DEVICE_CONN_TIMEOUT": "5",
         "NETJOBS_DEVICE_READ_TIMEOUT": "2",
+        "NETJOBS_SSH_HOST_KEY_POLICY": "trust-on-first-use",  # simulated devices get new keys each run
     }
     env.update(extra)
     return env
