@@ -6,7 +6,26 @@ multi-row upsert every ``FLUSH_INTERVAL`` seconds, so history costs a short task
 Events can arrive out of order from different processes (a worker may start a task before the
 producer's buffer is flushed), so the upsert keeps the state with the newest timestamp.
 
-What is buffered when a process is killed with SIGKILL is lost; a normal stop flushes.
+History never stalls and never vanishes (the mechanics are in :mod:`netjobs.spool`):
+
+* Rows are made storable before writing: NUL becomes U+FFFD, code points UTF-8 cannot encode are
+  replaced, varchar columns are cut to their width and the text columns (args_summary,
+  result_summary, error) to TEXT_LIMIT characters. A row PostgreSQL still refuses is isolated from
+  its batch, logged once and written in a minimal form (or dropped); the rest of the batch is written.
+* When PostgreSQL cannot take writes (unreachable, or refusing all writes), this process logs one
+  line ("job history: PostgreSQL unreachable (...): spooling to Redis") and from then on pushes each
+  batch to the Redis spool instead of retrying it; every PROBE_INTERVAL seconds it checks whether
+  PostgreSQL answers again, then replays the spool and logs one line with what it replayed. Any
+  process's flusher also looks for a spool left by others (at start and every
+  SPOOL_CHECK_INTERVAL seconds), e.g. by a process killed during an outage.
+* If Redis is unreachable too (or the spool is full), events stay in memory, at most MAX_BUFFERED
+  (the oldest are dropped beyond that, said once).
+* The buffer is written, or spooled, at worker shutdown (``worker_shutdown``), when a prefork child
+  exits, including when it is recycled by ``--max-tasks-per-child`` (billiard runs
+  ``worker_process_shutdown`` in the child before it exits), and at interpreter exit.
+
+What a process still holds in memory when it is killed with SIGKILL (normally under FLUSH_INTERVAL
+seconds of events) is lost; what it has spooled is not.
 """
 
 from __future__ import annotations
@@ -21,12 +40,20 @@ from datetime import datetime, timezone
 
 from celery import signals
 
+from netjobs import spool
+
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.5
-FLUSH_BATCH = 1000
-MAX_BUFFERED = 200_000
-SUMMARY_LIMIT = 500
+FLUSH_BATCH = 1000  # rows per upsert statement and per spool entry
+MAX_BUFFERED = 200_000  # events kept in memory while neither PostgreSQL nor Redis takes them
+MAX_DEAD_LETTERS_BUFFERED = 10_000  # dead letters kept in memory likewise
+SUMMARY_LIMIT = 500  # what the signal handlers keep of args, results and errors
+TEXT_LIMIT = 4000  # cap of any job_runs text column when written
+PROBE_INTERVAL = 2.0  # seconds between checks whether PostgreSQL is back, during an outage
+PROBE_CONNECT_TIMEOUT = 3  # seconds a check may wait for a connection
+SPOOL_CHECK_INTERVAL = 5.0  # seconds between looks for a spool left by other processes
+REPLAY_SLICE = 2.0  # seconds of replaying per flusher pass, so the process's own events go on too
 
 COLUMNS = (
     "task_id", "task_name", "parent_id", "root_id", "group_id", "queue", "worker", "state",
@@ -37,9 +64,15 @@ COLUMNS = (
 # The newer event sets the state, but PUBLISHED ranks below every state a worker reports, whatever
 # the timestamps: the producer takes its timestamp after the message is out, and a fast worker may
 # already have started and finished the task by then (seen in bench/bench_fanout.py).
+# Likewise RETRY (recorded with the retries of the next attempt) ranks below what a worker reports for
+# that next attempt or a later one: the process that retries stamps RETRY after it has published the
+# retry, and with a short countdown another process may already have run the next attempt by then
+# (seen in app/tests/test_history_durability.py).
 _TAKES_STATE = """(CASE
     WHEN EXCLUDED.state = 'PUBLISHED' THEN job_runs.state = 'PUBLISHED' AND EXCLUDED.state_at >= job_runs.state_at
     WHEN job_runs.state = 'PUBLISHED' THEN TRUE
+    WHEN EXCLUDED.state = 'RETRY' AND job_runs.state <> 'RETRY' AND job_runs.retries >= EXCLUDED.retries THEN FALSE
+    WHEN job_runs.state = 'RETRY' AND EXCLUDED.state <> 'RETRY' AND EXCLUDED.retries >= job_runs.retries THEN TRUE
     ELSE EXCLUDED.state_at >= job_runs.state_at END)"""
 
 UPSERT_SQL = f"""
@@ -125,10 +158,17 @@ class RunEvent:
 
 
 def _takes_state(current: RunEvent, newer: RunEvent) -> bool:
-    """The same rule as _TAKES_STATE in the upsert."""
+    """The same rule as _TAKES_STATE in the upsert (``current.retries`` is the merged maximum, as
+    the row's ``retries`` column is)."""
     if newer.state == PUBLISHED:
         return current.state == PUBLISHED and newer.state_at >= current.state_at
-    return current.state == PUBLISHED or newer.state_at >= current.state_at
+    if current.state == PUBLISHED:
+        return True
+    if newer.state == RETRY and current.state != RETRY and current.retries >= newer.retries:
+        return False
+    if current.state == RETRY and newer.state != RETRY and newer.retries >= current.retries:
+        return True
+    return newer.state_at >= current.state_at
 
 
 def _least(a, b):
@@ -149,7 +189,11 @@ def fold(events: list[RunEvent]) -> list[RunEvent]:
 
 
 class HistoryRecorder:
-    """Buffers RunEvents and writes them in batches from a background thread."""
+    """Buffers RunEvents and writes them in batches from a background thread.
+
+    The same thread spools batches to Redis while PostgreSQL is unavailable, probes for its return,
+    replays the spool, and retries dead letters that could be neither written nor spooled.
+    """
 
     def __init__(self, flush_interval: float = FLUSH_INTERVAL):
         self.flush_interval = flush_interval
@@ -157,13 +201,28 @@ class HistoryRecorder:
         self._reset()
 
     def _reset(self) -> None:
-        """Fresh buffer, locks and no flusher thread (at start, and in a forked child: threads and
-        locks do not survive fork, and the parent's buffer is the parent's to write)."""
+        """Fresh buffer, locks, state and no flusher thread (at start, and in a forked child: threads
+        and locks do not survive fork, and the parent's buffer is the parent's to write)."""
         self._buffer: list[RunEvent] = []
+        self._letters: list[dict] = []  # dead letters neither PostgreSQL nor Redis could take yet
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
+        self._state_lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._down_since: float | None = None  # PostgreSQL unavailable since (monotonic)
+        self._recovering = False  # PostgreSQL is back; the end-of-outage line waits for the replay
+        self._outage_seconds = 0.0
+        self._next_probe = 0.0
+        self._next_spool_check = 0.0  # the flusher looks for a spool as soon as it starts
+        self._replayed = {"job_runs": 0, "dead_letters": 0}
+        self._spool_trouble: dict[str, str] = {}  # spool list -> why it takes nothing (said once)
+        self._spool_retry_at: dict[str, float] = {}
+        self._dropped = 0
+
+    @property
+    def database_down(self) -> bool:
+        return self._down_since is not None
 
     def record(self, event: RunEvent) -> None:
         if self.enabled is None:
@@ -174,31 +233,195 @@ class HistoryRecorder:
             return
         with self._lock:
             if len(self._buffer) >= MAX_BUFFERED:
-                # The database has been unreachable for a long time: keep memory bounded.
-                del self._buffer[: FLUSH_BATCH]
-                log.warning("job history buffer full; dropped %d oldest events", FLUSH_BATCH)
+                # Neither PostgreSQL nor Redis takes events: keep memory bounded.
+                del self._buffer[:FLUSH_BATCH]
+                self._dropped += FLUSH_BATCH
+                first_drop = self._dropped == FLUSH_BATCH
+            else:
+                first_drop = False
             self._buffer.append(event)
             size = len(self._buffer)
+        if first_drop:
+            log.error("job history: %d events waiting in memory; dropping the oldest until PostgreSQL or "
+                      "the Redis spool takes them", MAX_BUFFERED)
         self._ensure_thread()
         if size >= FLUSH_BATCH:
             self._wake.set()
 
     def flush(self) -> int:
-        """Write everything buffered now. Returns the number of rows written."""
+        """Write everything buffered now, or spool it if PostgreSQL is unavailable. Returns the
+        number of rows written to PostgreSQL."""
         with self._flush_lock:
             with self._lock:
                 pending, self._buffer = self._buffer, []
+                letters, self._letters = self._letters, []
+            if letters:
+                self._store_dead_letters(letters)
             if not pending:
                 return 0
             rows = fold(pending)
+            if self._down_since is None:
+                try:
+                    written = _write(rows)
+                except Exception as exc:  # noqa: BLE001 - history must never break a task
+                    self.database_unavailable(exc)
+                else:
+                    self._report_drops()
+                    return written
+            if self._spool_rows(rows):
+                self._report_drops()
+            return 0
+
+    def _report_drops(self) -> None:
+        if self._dropped:
+            with self._lock:
+                dropped, self._dropped = self._dropped, 0
+            log.error("job history: %d events were dropped while neither PostgreSQL nor Redis took them", dropped)
+
+    # --- dead letters (netjobs.services.deadletters.record_dead_letter) -----------------------
+
+    def defer_dead_letter(self, letter: dict) -> None:
+        """Keep a dead letter PostgreSQL cannot take now: in the spool, else in memory."""
+        self._store_dead_letters([letter], write_first=False)
+        self._ensure_thread()
+
+    def _store_dead_letters(self, letters: list[dict], write_first: bool = True) -> None:
+        from netjobs.services import deadletters
+
+        if write_first and self._down_since is None:
             try:
-                _write(rows)
-            except Exception as exc:  # noqa: BLE001 - history must never break a task
-                log.warning("job history write failed (%s); will retry %d events", exc, len(pending))
-                with self._lock:
-                    self._buffer[:0] = pending
-                return 0
-            return len(rows)
+                deadletters.write_dead_letters(letters)
+                return
+            except Exception as exc:  # noqa: BLE001
+                self.database_unavailable(exc)
+        if self._push(spool.DEAD_LETTERS_KEY, lambda: [deadletters.spool_entry(letters)]):
+            return
+        with self._lock:
+            self._letters[:0] = letters
+            overflow = len(self._letters) - MAX_DEAD_LETTERS_BUFFERED
+            if overflow > 0:
+                lost = [d["task_id"] for d in self._letters[:overflow]]
+                del self._letters[:overflow]
+        if overflow > 0:
+            log.error("job history: more than %d dead letters waiting in memory; dropped those of %s",
+                      MAX_DEAD_LETTERS_BUFFERED, ", ".join(lost[:20]))
+
+    # --- outage handling ------------------------------------------------------------------------
+
+    def database_unavailable(self, exc: BaseException) -> None:
+        """PostgreSQL refused a write as a whole: spool from now on, and say so once."""
+        with self._state_lock:
+            if self._down_since is not None:
+                return
+            if self._recovering:  # down again before the replay finished: the same outage goes on
+                self._recovering = False
+                self._down_since = time.monotonic() - self._outage_seconds
+                self._next_probe = time.monotonic() + PROBE_INTERVAL
+                return
+            self._down_since = time.monotonic()
+            self._next_probe = self._down_since + PROBE_INTERVAL
+            self._replayed = {"job_runs": 0, "dead_letters": 0}
+        log.warning("job history: PostgreSQL unreachable (%s): spooling to Redis", spool.describe(exc))
+
+    def _spool_rows(self, rows: list[RunEvent]) -> bool:
+        if self._push(spool.HISTORY_KEY, lambda: _spool_entries(rows)):
+            return True
+        with self._lock:
+            self._buffer[:0] = rows
+            overflow = len(self._buffer) - MAX_BUFFERED
+            if overflow > 0:
+                del self._buffer[:overflow]
+                self._dropped += overflow
+        if overflow > 0 and self._dropped == overflow:
+            log.error("job history: %d events waiting in memory; dropping the oldest until PostgreSQL or "
+                      "the Redis spool takes them", MAX_BUFFERED)
+        return False
+
+    def _push(self, key: str, make_entries) -> bool:
+        """Push ``make_entries()`` to the spool list ``key``. After a failure the flusher tries again
+        only every PROBE_INTERVAL seconds (no serializing of a large buffer every flush while Redis is
+        down); other callers (shutdown, tests) always try."""
+        now = time.monotonic()
+        if (key in self._spool_trouble and now < self._spool_retry_at.get(key, 0.0)
+                and threading.current_thread() is self._thread):
+            return False
+        self._spool_retry_at[key] = now + PROBE_INTERVAL
+        try:
+            pushed = spool.push(key, make_entries())
+            trouble = None if pushed else (f"spool full: {key} holds {spool.MAX_ENTRIES} entries or "
+                                           f"{spool.MAX_BYTES // 2**20} MiB")
+        except Exception as exc:  # noqa: BLE001 - Redis unreachable too
+            pushed, trouble = False, f"Redis unreachable: {spool.describe(exc)}"
+        if trouble is not None:
+            if not self._spool_trouble:
+                log.error("job history: cannot spool to Redis (%s): keeping what PostgreSQL cannot take in memory "
+                          "(at most %d events and %d dead letters)", trouble, MAX_BUFFERED, MAX_DEAD_LETTERS_BUFFERED)
+            self._spool_trouble[key] = trouble
+        elif self._spool_trouble.pop(key, None) is not None and not self._spool_trouble:
+            log.warning("job history: spooling to Redis again")
+        return pushed
+
+    def _maintain(self) -> None:
+        """Between flushes: probe PostgreSQL during an outage, replay the spool when it is back."""
+        now = time.monotonic()
+        if self._down_since is not None:
+            if now < self._next_probe:
+                return
+            self._next_probe = now + PROBE_INTERVAL
+            try:
+                _ping_database()
+            except Exception:  # noqa: BLE001 - still down
+                return
+            with self._state_lock:
+                if self._down_since is None:
+                    return
+                self._outage_seconds = now - self._down_since
+                self._down_since = None
+                self._recovering = True
+        elif not self._recovering and now < self._next_spool_check:
+            return
+        self._next_spool_check = now + SPOOL_CHECK_INTERVAL
+        self._replay()
+
+    def _maintenance_due(self) -> float:
+        if self._down_since is not None:
+            return self._next_probe
+        return self._next_spool_check
+
+    def _replay(self) -> None:
+        try:
+            if not self._recovering and not any(spool.lengths().values()):
+                self._replay_done()  # the usual case: one round trip, nothing to do
+                return
+            result = replay_spool(budget=REPLAY_SLICE)
+        except Exception as exc:  # noqa: BLE001
+            if spool.database_unavailable(exc):
+                self.database_unavailable(exc)
+            elif self._recovering:
+                self._replay_done(f"; the Redis spool cannot be replayed now ({spool.describe(exc)})")
+            else:
+                log.debug("job history: cannot look at the Redis spool: %s", exc)
+            return
+        for kind in ("job_runs", "dead_letters"):
+            self._replayed[kind] += result[kind]
+        if result["drained"] or result["busy"]:
+            self._replay_done(" (another process is replaying the rest)" if result["busy"] else "")
+        else:
+            self._next_spool_check = 0.0  # more to do: go on after the next flush
+
+    def _replay_done(self, note: str = "") -> None:
+        """One line: the end of this process's outage, or what it replayed for other processes."""
+        runs, letters = self._replayed["job_runs"], self._replayed["dead_letters"]
+        if self._recovering:
+            log.warning("job history: PostgreSQL reachable again after %.0fs: replayed %d job_runs rows and %d "
+                        "dead letters from the Redis spool%s", self._outage_seconds, runs, letters, note)
+            self._recovering = False
+        elif runs or letters:
+            log.warning("job history: replayed %d job_runs rows and %d dead letters left in the Redis spool",
+                        runs, letters)
+        self._replayed = {"job_runs": 0, "dead_letters": 0}
+
+    # --- the flusher thread ---------------------------------------------------------------------
 
     def _ensure_thread(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -210,27 +433,139 @@ class HistoryRecorder:
             self._thread.start()
 
     def _run(self) -> None:
+        next_flush = time.monotonic() + self.flush_interval
         while True:
-            self._wake.wait(self.flush_interval)
-            self._wake.clear()
-            self.flush()
+            try:
+                if self._wake.is_set() or time.monotonic() >= next_flush:
+                    self._wake.clear()
+                    self.flush()
+                    next_flush = time.monotonic() + self.flush_interval
+                self._maintain()
+            except Exception:  # noqa: BLE001 - the flusher must outlive any bug
+                log.exception("job history: flusher error")
+                time.sleep(1)
+            timeout = min(next_flush, self._maintenance_due()) - time.monotonic()
+            if timeout > 0:
+                self._wake.wait(timeout)
 
 
-def _write(rows: list[RunEvent]) -> None:
-    from psycopg2.extras import execute_values
+# Widths of the varchar columns, caps of the text columns (db/models.py JobRun).
+_TEXT_LIMITS = {
+    "task_id": 64, "task_name": 255, "parent_id": 64, "root_id": 64, "group_id": 64, "queue": 64,
+    "worker": 255, "state": 16, "args_summary": TEXT_LIMIT, "result_summary": TEXT_LIMIT, "error": TEXT_LIMIT,
+}  # fmt: skip
+_TEXT_COLUMNS = tuple((COLUMNS.index(name), limit) for name, limit in _TEXT_LIMITS.items())
+_DATETIME_COLUMNS = frozenset({"state_at", "published_at", "started_at", "finished_at"})
+_INT_LIMITS = {COLUMNS.index("retries"): 2**31 - 1, COLUMNS.index("duration_ms"): 2**63 - 1}
 
-    from netjobs.db.engine import get_engine
 
-    raw = get_engine().raw_connection()
+def _storable(values: list) -> tuple:
+    """A job_runs row (values in COLUMNS order) that PostgreSQL accepts."""
+    for index, limit in _TEXT_COLUMNS:
+        value = values[index]
+        if value is not None and (type(value) is not str or len(value) > limit or "\x00" in value
+                                  or not value.isascii()):
+            values[index] = spool.storable_text(value, limit)
+    for index, limit in _INT_LIMITS.items():
+        value = values[index]
+        if value is not None and not (isinstance(value, int) and -limit <= value <= limit):
+            try:
+                values[index] = max(-limit, min(limit, int(value)))
+            except (TypeError, ValueError, OverflowError):
+                values[index] = None
+    return tuple(values)
+
+
+def _minimal_row(row: tuple) -> tuple:
+    """What is left of a row PostgreSQL refused: its id, name, state and times; ASCII only."""
+    values = dict(zip(COLUMNS, row))
+    minimal = {name: None for name in COLUMNS}
+    minimal.update(
+        task_id=spool.ascii_text(values["task_id"], 64),
+        task_name=spool.ascii_text(values["task_name"], 255),
+        state=values["state"] if values["state"] in (PUBLISHED, STARTED, RETRY, SUCCESS, FAILURE, REVOKED) else FAILURE,
+        state_at=values["state_at"] if isinstance(values["state_at"], datetime) else _now(),
+        retries=values["retries"] if isinstance(values["retries"], int) and 0 <= values["retries"] < 2**31 else 0,
+        error=spool.ascii_text(f"[history row refused by PostgreSQL, stored in part] {values['error'] or ''}",
+                               TEXT_LIMIT),
+    )
+    for name in ("published_at", "started_at", "finished_at"):
+        if isinstance(values[name], datetime):
+            minimal[name] = values[name]
+    return tuple(minimal[name] for name in COLUMNS)
+
+
+def _write_rows(rows: list[tuple]) -> int:
+    return spool.write_rows(UPSERT_SQL, rows, minimal=_minimal_row, what="job history")
+
+
+def _write(rows: list[RunEvent]) -> int:
+    """Upsert ``rows`` (one per task id). Returns how many were written; raises only when PostgreSQL
+    is unavailable (spool.database_unavailable)."""
+    return _write_rows([_storable(list(r.row())) for r in rows])
+
+
+def _spool_entries(rows: list[RunEvent]) -> list[str]:
+    """``rows`` as spool entries of at most FLUSH_BATCH rows: {"v", "columns", "rows"}."""
+    entries = []
+    for start in range(0, len(rows), FLUSH_BATCH):
+        chunk = []
+        for event in rows[start:start + FLUSH_BATCH]:
+            row = list(_storable(list(event.row())))
+            for name in _DATETIME_COLUMNS:
+                index = COLUMNS.index(name)
+                row[index] = spool.format_datetime(row[index])
+            chunk.append(row)
+        entries.append(spool.entry({"v": 1, "columns": list(COLUMNS), "rows": chunk}))
+    return entries
+
+
+_COLUMN_SET = frozenset(COLUMNS)
+
+
+def replay_entry(body: dict) -> int:
+    """Write one job_runs spool entry; returns the rows written."""
+    columns = body["columns"]
+    rows = []
+    for raw in body["rows"]:
+        values = {name: value for name, value in zip(columns, raw) if name in _COLUMN_SET}
+        for name in _DATETIME_COLUMNS:
+            values[name] = spool.parse_datetime(values.get(name))
+        rows.append(_storable([values.get(name) for name in COLUMNS]))
+    return _write_rows(rows)
+
+
+def replay_spool(budget: float | None = None) -> dict:
+    """Write what the Redis spool holds to PostgreSQL, dead letters first (any process may).
+
+    Returns {"job_runs": rows, "dead_letters": letters, "drained": bool, "busy": bool}; ``busy``
+    means another process is replaying. Raises if PostgreSQL or Redis is unreachable.
+    """
+    from netjobs.services import deadletters
+
+    result = spool.replay({spool.DEAD_LETTERS_KEY: deadletters.replay_entry, spool.HISTORY_KEY: replay_entry},
+                          budget)
+    return {"job_runs": result.counts.get(spool.HISTORY_KEY, 0),
+            "dead_letters": result.counts.get(spool.DEAD_LETTERS_KEY, 0),
+            "drained": result.drained, "busy": result.busy}
+
+
+def _ping_database() -> None:
+    """Raise unless PostgreSQL answers (a connection of its own with a short connect timeout, so a
+    probe during an outage never holds the flusher for the pool's 10 s)."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    from netjobs.config import get_settings
+
+    url = make_url(get_settings().database_url).set(drivername="postgresql")
+    conn = psycopg2.connect(url.render_as_string(hide_password=False), connect_timeout=PROBE_CONNECT_TIMEOUT,
+                            application_name=f"netjobs[{os.getpid()}] probe")
     try:
-        with raw.cursor() as cursor:
-            execute_values(cursor, UPSERT_SQL, [r.row() for r in rows], page_size=FLUSH_BATCH)
-        raw.commit()
-    except BaseException:
-        raw.rollback()
-        raise
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1")
     finally:
-        raw.close()
+        conn.close()
 
 
 recorder = HistoryRecorder()
