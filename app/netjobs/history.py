@@ -101,6 +101,8 @@ PUBLISHED, STARTED, RETRY, SUCCESS, FAILURE, REVOKED = (
     "PUBLISHED", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED",
 )  # fmt: skip
 TERMINAL_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
+# The "status" of a fan-out member's result when it failed for good (see netjobs.tasks.backup).
+FAILED_MEMBER_STATUS = "failed"
 
 
 def summarize(value: object, limit: int = SUMMARY_LIMIT) -> str | None:
@@ -643,6 +645,11 @@ def _finished(task_id: str, state: str, request, **extra) -> None:
 
 @signals.task_success.connect
 def _on_success(sender=None, result=None, **_):
+    if isinstance(result, dict) and result.get("status") == FAILED_MEMBER_STATUS:
+        # A fan-out member that failed for good returns its failure so that its chord goes on.
+        _finished(sender.request.id, FAILURE, sender.request, result_summary=summarize(result),
+                  error=summarize(str(result.get("error"))))
+        return
     _finished(sender.request.id, SUCCESS, sender.request, result_summary=summarize(result))
 
 

@@ -366,6 +366,17 @@ def test_backup_all_survives_failing_devices_and_summarizes(worker, db, celery_a
 
     assert wait_until(run_row, 30, message="backup.all history").task_name == "netjobs.backup.all"
 
+    def device_rows():  # each device's own run: FAILURE for those that failed for good
+        with db.connect() as conn:
+            rows = conn.execute(text("SELECT args_summary, state, error FROM job_runs "
+                                     "WHERE task_name = 'netjobs.backup.device' AND root_id = :t"), {"t": result.id}).all()
+        return rows if len(rows) == 7 and all(r.state in ("SUCCESS", "FAILURE") for r in rows) else None
+
+    rows = wait_until(device_rows, 30, message="the devices' job_runs rows")
+    failed_rows = {next(n for n in failures if n in r.args_summary): r.error for r in rows if r.state == "FAILURE"}
+    assert set(failed_rows) == set(failures)
+    assert "authentication failed" in failed_rows[wrong_password.name]
+
     with db.connect() as conn:
         dead = dict(conn.execute(text("SELECT args->>0, kwargs::text FROM dead_letters")).all())
     assert set(dead) == {broken.name, hanging.name, wrong_password.name}

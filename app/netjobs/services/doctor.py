@@ -148,6 +148,18 @@ class Doctor:
                  f"{len(held)} unacknowledged, held by workers that are gone (oldest {held[0].age:.0f}s): {shown}. "
                  "A live worker returns them to their queues within a lease period; if none does, start one")
 
+    def history_spool(self, client) -> None:
+        from netjobs.spool import DEAD_LETTERS_KEY, HISTORY_KEY
+
+        with client.pipeline(transaction=False) as pipe:
+            pipe.llen(HISTORY_KEY)
+            pipe.llen(DEAD_LETTERS_KEY)
+            history, letters = pipe.execute()
+        self.add("history spool", not (history or letters),
+                 "empty" if not (history or letters) else
+                 f"{history} job_runs batches and {letters} dead-letter batches wait in Redis for PostgreSQL "
+                 "(written by the next process that reaches it)", WARNING)
+
     def config_archive(self) -> None:
         """The git view of the archive on this host (the archive itself is the database)."""
         from netjobs.services.archive import git_view_problems
@@ -186,6 +198,7 @@ class Doctor:
             self.guarded("queue consumers", self.consumers)
             self.guarded("queue backlogs", lambda: self.backlogs(broker))
             self.guarded("tasks held by lost workers", lambda: self.lost_workers(broker))
+            self.guarded("history spool", lambda: self.history_spool(broker))
         else:
             self.add("queue consumers", False, "not checked: the broker is unreachable")
         if s.redbeat_url != s.broker_url:

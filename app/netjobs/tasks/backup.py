@@ -16,6 +16,7 @@ from celery import chord
 from netjobs.celery_app import app
 from netjobs.config import get_settings
 from netjobs.errors import ValidationError, is_transient
+from netjobs.history import FAILED_MEMBER_STATUS
 from netjobs.services.backup import backup_device, select_devices, summarize_results
 from netjobs.tasks.base import NetjobsTask
 
@@ -38,7 +39,8 @@ def _optional_text(name: str, value) -> str | None:
 def device(self, device: str, run_id: str | None = None) -> dict:
     """Back up one device: {"device", "status": "changed"|"unchanged", "commit", "snapshot_id"}.
 
-    ``run_id`` is set by ``backup.all``: failures then come back as {"status": "failed", "error"}.
+    ``run_id`` is set by ``backup.all``: failures then come back as {"status": "failed", "error"}, and
+    job history records the device's run as FAILURE.
     """
     try:
         result = backup_device(device, task_id=self.request.id).as_dict()
@@ -48,7 +50,7 @@ def device(self, device: str, run_id: str | None = None) -> dict:
         # Final failure inside a fan-out: keep the dead letter (requeued as a plain backup).
         self.on_failure(exc, self.request.id, (device,), {}, ExceptionInfo())
         retries = self.request.retries or 0
-        result = {"device": device, "status": "failed",
+        result = {"device": device, "status": FAILED_MEMBER_STATUS,
                   "error": f"{exc}" + (f" (after {retries} retries)" if retries else "")}
     if run_id is not None:
         _report_progress(self, run_id)
