@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote, urlsplit, urlunsplit
+
 from netjobs.config import Settings
 from netjobs.queues import QueueTimeLimits, declare_queues, route_task
 from netjobs.schedule import default_schedule
 
 
+def without_credentials(url: str) -> tuple[str, dict]:
+    """``url`` without user and password, and those as redis-py keyword arguments."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, {}
+    credentials = {k: unquote(v) for k, v in (("username", parts.username), ("password", parts.password)) if v}
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=host)), credentials
+
+
 def celery_settings(s: Settings) -> dict:
+    redbeat_url, redbeat_credentials = without_credentials(s.redbeat_url)
     transport = {
         # kombu#337: must exceed the longest hard time limit, or long tasks run twice.
         "visibility_timeout": s.visibility_timeout,
@@ -57,10 +70,12 @@ def celery_settings(s: Settings) -> dict:
         "beat_scheduler": "netjobs.beat:Scheduler",
         "beat_max_loop_interval": s.beat_max_interval,
         "beat_schedule": default_schedule(s),
-        "redbeat_redis_url": s.redbeat_url,
+        # The credentials go into the options, whose "password" Celery masks wherever it shows its
+        # configuration (`celery inspect conf`, Flower); a URL under this key it would show in clear.
+        "redbeat_redis_url": redbeat_url,
         "redbeat_key_prefix": s.redbeat_key_prefix,
         # Explicit, or RedBeat falls back to the broker's transport options and logs a warning.
-        "redbeat_redis_options": {"socket_keepalive": True, "health_check_interval": 25},
+        "redbeat_redis_options": {"socket_keepalive": True, "health_check_interval": 25, **redbeat_credentials},
         # Only one beat may act: its lock must outlive the longest sleep between ticks.
         "redbeat_lock_timeout": s.redbeat_lock_timeout,
         "redbeat_lock_key": f"{s.redbeat_key_prefix}lock",

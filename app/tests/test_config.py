@@ -35,7 +35,24 @@ def test_shipped_visibility_timeout_exceeds_every_hard_time_limit():
     assert conf["accept_content"] == ["json"] and conf["task_serializer"] == "json"
     assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
     assert conf["worker_prefetch_multiplier"] == 1
-    assert conf["redbeat_redis_url"] == s.redbeat_url
+    assert conf["redbeat_redis_url"] == "redis://127.0.0.1:6379/0"
+    assert (conf["redbeat_redis_options"]["username"], conf["redbeat_redis_options"]["password"]) == ("u", "p")
+
+
+def test_celery_shows_no_redis_or_database_password():
+    """What `celery inspect conf` and Flower's worker page show: Celery's censored table."""
+    from celery import Celery
+
+    from netjobs.celery_settings import celery_settings
+
+    secret = "Sup3r-S3cret%2Fpw"
+    s = load_settings({**BASE, "NETJOBS_BROKER_URL": f"redis://netjobs:{secret}@10.0.0.5:6379/0",
+                       "NETJOBS_DEVICE_PASSWORD": "device-pw-123"})
+    app = Celery("censor-test")
+    app.conf.update(celery_settings(s))
+    shown = repr(app.conf.table(with_defaults=True, censored=True))
+    assert "Sup3r" not in shown and "device-pw-123" not in shown
+    assert "10.0.0.5" in shown  # still says where Redis is
 
 
 def test_heavy_tasks_get_heavy_time_limits():
