@@ -1,6 +1,6 @@
 # The appliance: wheelhouse, `make lab`, reference unit files, deployment scenarios.
 # Included by the root Makefile; see docs/deploy.md.
-MOLECULE_SCENARIOS += default supervisor
+MOLECULE_SCENARIOS += default supervisor cluster
 TEST_TARGETS += check-rendered check-bad-input
 
 WHEELHOUSE := $(BUILD)/wheelhouse
