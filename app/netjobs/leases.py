@@ -91,26 +91,38 @@ def renew_lease(client, worker: str, tags: set[str], lease_seconds: int, now: fl
         pipe.execute()
 
 
-def leased_tags(client, now: float) -> set[str]:
-    """Every delivery tag in a live worker's lease."""
+def leased_tags(client, now: float, renewed_since: float | None = None) -> set[str]:
+    """Every delivery tag in a lease that has not expired (and was renewed since ``renewed_since``)."""
     workers = client.zrangebyscore(LEASES_KEY, now, "+inf")
     tags: set[str] = set()
     if workers:
         for value in client.mget([LEASE_KEY.format(worker=_text(w)) for w in workers]):
             if value:
-                tags.update(json.loads(value)["tags"])
+                lease = json.loads(value)
+                if renewed_since is None or lease["renewed_at"] >= renewed_since:
+                    tags.update(lease["tags"])
     return tags
 
 
-def orphaned_messages(client, settings: Settings, now: float | None = None) -> list[HeldMessage]:
+def orphaned_messages(client, settings: Settings, now: float | None = None,
+                      early: bool = False) -> list[HeldMessage]:
     """Unacknowledged messages older than one lease that no live worker holds, oldest first.
 
     The leases are read before the unacked index: a message delivered after that read is younger
     than a lease, and one delivered before it is in its worker's lease by then.
+
+    ``early`` (for doctor, which only reports): also count as lost the messages of a worker that
+    has missed two renewals, and messages older than two renewal periods; the reaper waits for
+    the lease to expire.
     """
     now = time.time() if now is None else now
-    leased = leased_tags(client, now)
-    cutoff = now - settings.worker_lease_seconds
+    if early:
+        grace = 2 * renewal_interval(settings)
+        leased = leased_tags(client, now, renewed_since=now - grace - 1)
+        cutoff = now - grace
+    else:
+        leased = leased_tags(client, now)
+        cutoff = now - settings.worker_lease_seconds
     candidates = [(_text(tag), score) for tag, score in
                   client.zrangebyscore(UNACKED_INDEX_KEY, "-inf", cutoff, withscores=True)]
     candidates = [(tag, score) for tag, score in candidates if tag not in leased]

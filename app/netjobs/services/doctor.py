@@ -139,14 +139,15 @@ class Doctor:
     def lost_workers(self, client) -> None:
         from netjobs.leases import orphaned_messages
 
-        held = orphaned_messages(client, self.settings)
+        held = orphaned_messages(client, self.settings, early=True)
         if not held:
             self.add("tasks held by lost workers", True, "none")
             return
         shown = "; ".join(m.describe() for m in held[:5]) + (f"; and {len(held) - 5} more" if len(held) > 5 else "")
         self.add("tasks held by lost workers", False,
-                 f"{len(held)} unacknowledged, held by workers that are gone (oldest {held[0].age:.0f}s): {shown}. "
-                 "A live worker returns them to their queues within a lease period; if none does, start one")
+                 f"{len(held)} unacknowledged, held by workers that are gone or have stopped renewing their lease "
+                 f"(oldest {held[0].age:.0f}s): {shown}. A live worker returns them to their queues once the lease "
+                 f"expires ({self.settings.worker_lease_seconds}s after the last renewal); if none does, start one")
 
     def history_spool(self, client) -> None:
         from netjobs.spool import DEAD_LETTERS_KEY, HISTORY_KEY

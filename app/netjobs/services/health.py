@@ -209,7 +209,7 @@ def health_snapshot(app, settings: Settings | None = None, timeout: float = 1.0)
     try:
         from netjobs.leases import orphaned_messages
 
-        held = orphaned_messages(client, settings)
+        held = orphaned_messages(client, settings, early=True)
         if held:
             problems.append(f"{len(held)} tasks held by lost workers (oldest {held[0].age:.0f}s: {held[0].describe()})")
     except Exception as exc:  # noqa: BLE001
