@@ -160,7 +160,6 @@ class LeaseKeeper:
         self.worker_name = worker_name
         self.settings = settings or get_settings()
         self.interval = renewal_interval(self.settings)
-        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client = None
         self._connection = None
@@ -171,17 +170,10 @@ class LeaseKeeper:
         self._thread = threading.Thread(target=self._run, name="netjobs-lease", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(self.interval + 5)
-        if self._connection is not None:
-            self._connection.release()
-
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while True:
             self.step()
-            self._stop.wait(self.interval)
+            time.sleep(self.interval)
 
     def step(self, now: float | None = None) -> list[HeldMessage]:
         """One renewal and, when this worker may judge, one reaping pass. Returns what it returned."""

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from netjobs.db.engine import session_scope
@@ -383,12 +383,3 @@ def _fast_import(repo: Path, rows) -> dict[int, str]:
         commits[int(mark[1:])] = sha
     marks.unlink()
     return commits
-
-
-def archive_counts() -> dict:
-    """Sizes for doctor and the CLI: snapshots, distinct contents, not yet exported changes."""
-    with session_scope() as session:
-        return {
-            "snapshots": session.scalar(select(func.count()).select_from(ConfigSnapshot)) or 0,
-            "contents": session.scalar(select(func.count()).select_from(ConfigContent)) or 0,
-        }
