@@ -30,8 +30,10 @@ molecule: deps venv lab-base ## molecule test for every scenario in MOLECULE_SCE
 	@for scenario in $(MOLECULE_SCENARIOS); do \
 	  started=$$(date +%s); \
 	  echo "=== molecule test -s $$scenario"; \
-	  if ! $(MOLECULE) test -s $$scenario; then \
-	    echo "=== molecule $$scenario FAILED after $$(( $$(date +%s) - started )) s"; exit 1; \
+	  if ! $(MOLECULE) test -s $$scenario 2>&1 | tee $(BUILD)/molecule-$$scenario.log; then \
+	    echo "=== molecule $$scenario FAILED after $$(( $$(date +%s) - started )) s; its failed tasks:"; \
+	    sed 's/\x1b\[[0-9;]*m//g' $(BUILD)/molecule-$$scenario.log | grep -E -A12 '\[ERROR\]|fatal: ' | tail -n 150; \
+	    exit 1; \
 	  fi; \
 	  echo "=== molecule $$scenario passed in $$(( $$(date +%s) - started )) s" | tee -a $(BUILD)/molecule-durations.log; \
 	done
