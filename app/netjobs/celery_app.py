@@ -21,7 +21,10 @@ app.config_from_object("netjobs.celeryconfig")
 import netjobs.history  # noqa: E402,F401
 import netjobs.db.lifecycle  # noqa: E402,F401
 import netjobs.beat  # noqa: E402,F401 - replaces RedBeat's lock handler before any beat starts
+from netjobs.archive_host import ArchiveHostStep  # noqa: E402
 from netjobs.leases import LeaseStep  # noqa: E402
 
 # Every worker leases the messages it holds and returns those of lost workers (netjobs.leases).
 app.steps["worker"].add(LeaseStep)
+# Backup workers check that their host can write the config archive and keep its git view current.
+app.steps["worker"].add(ArchiveHostStep)

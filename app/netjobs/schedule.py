@@ -20,11 +20,6 @@ def default_schedule(settings: Settings) -> dict[str, dict]:
             "schedule": crontab(minute=0, hour=2),
             "options": {"expires": 3 * 3600},
         },
-        "config-archive-export": {
-            "task": "netjobs.backup.export_archive",
-            "schedule": 10 * 60.0,
-            "options": {"expires": 9 * 60},
-        },
         "history-cleanup": {
             "task": "netjobs.maintenance.purge_history",
             "schedule": crontab(minute=0, hour=3),

@@ -44,6 +44,7 @@ class Doctor:
         self.settings = settings
         self.timeout = timeout
         self.checks: list[Check] = []
+        self._consumers: dict[str, list[str]] = {}
 
     def add(self, name: str, ok: bool, detail: str, severity: str = ERROR) -> None:
         self.checks.append(Check(name, bool(ok), detail, severity))
@@ -104,7 +105,7 @@ class Doctor:
         return current == head
 
     def consumers(self) -> None:
-        consumers = queue_consumers(self.app, self.timeout)
+        consumers = self._consumers = queue_consumers(self.app, self.timeout)
         for queue in self.settings.queues:
             names = sorted(consumers.get(queue) or [])
             self.add(f"queue {queue} consumed", bool(names),
@@ -174,6 +175,24 @@ class Doctor:
         self.add("config archive git view", not problems,
                  f"{repo}: " + ("; ".join(problems) if problems else "intact"), WARNING)
 
+    def archive_writers(self, client) -> None:
+        """Every worker of the backup queue, from its own host, can write the config archive."""
+        from netjobs.archive_host import ARCHIVE_QUEUE, PROBE_INTERVAL, read_probes
+
+        workers = sorted(self._consumers.get(ARCHIVE_QUEUE) or [])
+        if not workers:
+            return  # "queue backup consumed" already fails
+        answers = read_probes(client, workers)
+        silent = [w for w, answer in answers.items() if answer is None]
+        failing = {w: answer["problems"] for w, answer in answers.items() if answer and answer["problems"]}
+        details = [f"{w}: {'; '.join(problems)}" for w, problems in failing.items()]
+        if silent:
+            details.append(f"{', '.join(silent)} sent no answer in the last {3 * PROBE_INTERVAL:.0f}s "
+                           "(an older netjobs, or its probe is stuck)")
+        self.add("config archive writable from backup hosts", not details,
+                 " | ".join(details) if details else
+                 f"all {len(workers)} backup workers can write it: {', '.join(workers)}")
+
     def dead_letters(self) -> None:
         from netjobs.services.deadletters import count_dead_letters
 
@@ -197,6 +216,7 @@ class Doctor:
         if broker is not None:
             self.guarded("redis configuration", lambda: self.redis_config(broker))
             self.guarded("queue consumers", self.consumers)
+            self.guarded("config archive writable from backup hosts", lambda: self.archive_writers(broker))
             self.guarded("queue backlogs", lambda: self.backlogs(broker))
             self.guarded("tasks held by lost workers", lambda: self.lost_workers(broker))
             self.guarded("history spool", lambda: self.history_spool(broker))

@@ -100,7 +100,9 @@ def summarize(self, results: list, site: str | None = None, tag: str | None = No
 
 @app.task(base=NetjobsTask, name="netjobs.backup.export_archive")
 def export_archive() -> dict:
-    """Bring this host's git view of the config archive up to date (NETJOBS_BACKUP_REPO)."""
+    """Bring the git view of the host whose worker takes it up to date (NETJOBS_BACKUP_REPO).
+
+    Every backup host also does this on its own every 10 minutes (netjobs.archive_host)."""
     from netjobs.services.archive import export_git
 
     return export_git(get_settings().backup_repo)
