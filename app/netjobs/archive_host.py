@@ -137,8 +137,10 @@ class ArchiveHostKeeper:
 
         try:
             if self._client is None:
-                self._client = redis.Redis.from_url(self.settings.broker_url, socket_connect_timeout=5,
-                                                    socket_timeout=10, health_check_interval=25)
+                from netjobs.redis_clients import redis_from_url
+
+                self._client = redis_from_url(self.settings.broker_url, self.settings, socket_connect_timeout=5,
+                                              socket_timeout=10, health_check_interval=25)
             publish(self._client, self.worker_name, problems)
         except redis.RedisError as exc:
             log.debug("config archive probe: cannot publish (%s)", exc)  # the lease thread reports Redis

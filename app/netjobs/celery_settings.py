@@ -6,6 +6,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from netjobs.config import Settings
 from netjobs.queues import QueueTimeLimits, declare_queues, route_task
+from netjobs.redis_clients import tls_options
 from netjobs.schedule import default_schedule
 
 
@@ -17,6 +18,17 @@ def without_credentials(url: str) -> tuple[str, dict]:
     credentials = {k: unquote(v) for k, v in (("username", parts.username), ("password", parts.password)) if v}
     host = parts.netloc.rsplit("@", 1)[1]
     return urlunsplit(parts._replace(netloc=host)), credentials
+
+
+def tls_settings(s: Settings) -> dict:
+    """Verified TLS for each of Celery's, kombu's and RedBeat's Redis connections that uses rediss://."""
+    options = tls_options(s)
+    settings = {}
+    for key, url in (("broker_use_ssl", s.broker_url), ("redis_backend_use_ssl", s.result_backend_url),
+                     ("redbeat_redis_use_ssl", s.redbeat_url)):
+        if url.startswith("rediss://"):
+            settings[key] = dict(options)
+    return settings
 
 
 def celery_settings(s: Settings) -> dict:
@@ -79,5 +91,6 @@ def celery_settings(s: Settings) -> dict:
         # Only one beat may act: its lock must outlive the longest sleep between ticks.
         "redbeat_lock_timeout": s.redbeat_lock_timeout,
         "redbeat_lock_key": f"{s.redbeat_key_prefix}lock",
+        **tls_settings(s),
     }
 

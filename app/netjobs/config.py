@@ -33,6 +33,9 @@ class Settings:
     redbeat_url: str
     database_url: str
     timezone: str = "UTC"
+    redis_tls_ca_file: str = ""
+    redis_tls_cert_file: str = ""
+    redis_tls_key_file: str = ""
     backup_repo: Path = Path("/var/lib/netjobs/config-backups")
     extra_queues: tuple[str, ...] = ()
     task_soft_time_limit: int = 540
@@ -69,6 +72,12 @@ class Settings:
     @property
     def queues(self) -> tuple[str, ...]:
         return BASE_QUEUES + tuple(q for q in self.extra_queues if q not in BASE_QUEUES)
+
+    @property
+    def redis_urls(self) -> dict[str, str]:
+        """Each Redis URL by the variable that sets it."""
+        return {"NETJOBS_BROKER_URL": self.broker_url, "NETJOBS_RESULT_BACKEND_URL": self.result_backend_url,
+                "NETJOBS_REDBEAT_URL": self.redbeat_url}
 
     @property
     def longest_time_limit(self) -> int:
@@ -186,6 +195,13 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _readable_file(raw: str) -> str:
+    path = raw.strip()
+    if path and not os.access(path, os.R_OK):
+        raise ValueError(f"names {path!r}, which is not a readable file")
+    return path
+
+
 # --- loading ---------------------------------------------------------------------------------
 
 
@@ -212,6 +228,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         redbeat_url=read("REDBEAT_URL", _redis_url, broker),
         database_url=read("DATABASE_URL", _database_url, required=True),
         timezone=read("TIMEZONE", _timezone, "UTC"),
+        redis_tls_ca_file=read("REDIS_TLS_CA_FILE", _readable_file, ""),
+        redis_tls_cert_file=read("REDIS_TLS_CERT_FILE", _readable_file, ""),
+        redis_tls_key_file=read("REDIS_TLS_KEY_FILE", _readable_file, ""),
         backup_repo=read("BACKUP_REPO", Path, Settings.backup_repo),
         extra_queues=read("EXTRA_QUEUES", _queue_list, ()),
         task_soft_time_limit=read("TASK_SOFT_TIME_LIMIT", _int_between(1, 86400), 540),
@@ -251,6 +270,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 
 def _check_relations(s: Settings) -> None:
+    tls_urls = [var for var, url in s.redis_urls.items() if url.startswith("rediss://")]
+    # Verified TLS only: a rediss:// URL without the CA that signed the server's certificate would
+    # either fail every connection or, worse, be set to skip verification.
+    if tls_urls and not s.redis_tls_ca_file:
+        raise ConfigError(f"NETJOBS_REDIS_TLS_CA_FILE is not set, but {' and '.join(tls_urls)} use rediss:// "
+                          "(TLS): name the CA certificate that signed the Redis server's certificate")
+    if s.redis_tls_ca_file and not tls_urls:
+        raise ConfigError("NETJOBS_REDIS_TLS_CA_FILE is set, but no Redis URL uses rediss://: "
+                          "use rediss:// in NETJOBS_BROKER_URL (and the others) or unset it")
+    if bool(s.redis_tls_cert_file) != bool(s.redis_tls_key_file):
+        raise ConfigError("NETJOBS_REDIS_TLS_CERT_FILE and NETJOBS_REDIS_TLS_KEY_FILE go together "
+                          "(a client certificate and its key): set both or neither")
     if s.task_soft_time_limit >= s.task_time_limit:
         raise ConfigError("NETJOBS_TASK_SOFT_TIME_LIMIT must be lower than NETJOBS_TASK_TIME_LIMIT")
     if s.heavy_soft_time_limit >= s.heavy_time_limit:

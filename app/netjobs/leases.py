@@ -217,10 +217,10 @@ class LeaseKeeper:
 
     def _redis(self):
         if self._client is None:
-            import redis
+            from netjobs.redis_clients import redis_from_url
 
-            self._client = redis.Redis.from_url(self.settings.broker_url, socket_connect_timeout=5,
-                                                socket_timeout=10, health_check_interval=25)
+            self._client = redis_from_url(self.settings.broker_url, self.settings, socket_connect_timeout=5,
+                                          socket_timeout=10, health_check_interval=25)
         return self._client
 
     def _channel(self):

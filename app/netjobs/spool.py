@@ -303,16 +303,6 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _redis_url(url: str) -> str:
-    # kombu's unix-socket form; redis-py calls it unix://
-    if url.startswith("redis+socket://"):
-        path, _, query = url[len("redis+socket://"):].partition("?")
-        params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
-        db = params.pop("virtual_host", None) or params.pop("db", None)
-        return f"unix://{path}" + (f"?db={db}" if db else "")
-    return url
-
-
 def client():
     """This process's client of the broker's Redis (made again after a fork or a settings change)."""
     global _client, _client_key
@@ -321,10 +311,9 @@ def client():
     key = (os.getpid(), get_settings().broker_url)
     with _client_lock:
         if _client is None or _client_key != key:
-            import redis
+            from netjobs.redis_clients import redis_from_url
 
-            _client = redis.Redis.from_url(_redis_url(key[1]), socket_connect_timeout=5, socket_timeout=30,
-                                           health_check_interval=25)
+            _client = redis_from_url(key[1], socket_connect_timeout=5, socket_timeout=30, health_check_interval=25)
             _client_key = key
             _scripts.clear()
             _scripts.update(push=_client.register_script(_PUSH), pop=_client.register_script(_POP_HEAD),

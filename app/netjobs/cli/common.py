@@ -83,7 +83,9 @@ def require_redis(role: str, url: str, timeout: float = 3.0) -> None:
     """Fail fast, naming the service: Celery itself would retry for many seconds first."""
     import redis
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    from netjobs.redis_clients import redis_from_url
+
+    client = redis_from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
     try:
         client.ping()
     except redis.exceptions.AuthenticationError as exc:

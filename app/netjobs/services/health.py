@@ -20,10 +20,9 @@ BEAT_TICK_GRACE = 15
 
 def redis_client(url: str | None = None):
     """A redis-py client for ``url`` (default: the broker), with short timeouts for checks."""
-    import redis
+    from netjobs.redis_clients import redis_from_url
 
-    return redis.Redis.from_url(url or get_settings().broker_url, decode_responses=True,
-                                socket_connect_timeout=5, socket_timeout=5)
+    return redis_from_url(url, decode_responses=True, socket_connect_timeout=5, socket_timeout=5)
 
 
 def queue_keys(queue: str) -> list[str]:

@@ -49,11 +49,11 @@ def refuse_poison(task_id: str) -> None:
     task that kills its worker every time would otherwise come back forever; this failure lands it
     in the dead letters, with the reason, instead.
     """
-    import redis
+    from netjobs.redis_clients import redis_from_url
 
     settings = get_settings()
     key = f"{REDELIVERY_KEY_PREFIX}{task_id}"
-    client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=5, socket_timeout=10)
+    client = redis_from_url(settings.broker_url, settings, socket_connect_timeout=5, socket_timeout=10)
     try:
         with client.pipeline(transaction=False) as pipe:
             pipe.incr(key)

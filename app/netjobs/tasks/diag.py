@@ -42,11 +42,9 @@ def sleep(self, seconds: float = 1.0) -> dict:
 @app.task(base=NetjobsTask, bind=True, name="netjobs.diag.flaky")
 def flaky(self, token: str, failures: int) -> dict:
     """Fail with a transient error ``failures`` times per ``token``, then succeed."""
-    import redis
+    from netjobs.redis_clients import redis_from_url
 
-    from netjobs.config import get_settings
-
-    client = redis.Redis.from_url(get_settings().broker_url)
+    client = redis_from_url()
     attempt = client.incr(f"netjobs:diag:flaky:{token}")
     client.expire(f"netjobs:diag:flaky:{token}", 3600)
     if attempt <= failures:

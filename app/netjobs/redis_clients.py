@@ -1,0 +1,41 @@
+"""Every Redis connection netjobs opens itself (not Celery's, kombu's or RedBeat's) is made here, so
+the URL forms and TLS apply to all of them alike; :func:`tls_options` gives Celery, kombu and
+RedBeat the same TLS settings (netjobs.celery_settings)."""
+
+from __future__ import annotations
+
+import ssl
+
+from netjobs.config import Settings, get_settings
+
+
+def tls_options(settings: Settings) -> dict:
+    """redis-py's keyword arguments for verified TLS (empty when no Redis URL uses rediss://)."""
+    if not settings.redis_tls_ca_file:
+        return {}
+    options = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": settings.redis_tls_ca_file,
+               "ssl_check_hostname": True}
+    if settings.redis_tls_cert_file:
+        options.update(ssl_certfile=settings.redis_tls_cert_file, ssl_keyfile=settings.redis_tls_key_file)
+    return options
+
+
+def redis_py_url(url: str) -> str:
+    """kombu's ``redis+socket://PATH?virtual_host=N`` as redis-py's ``unix://PATH?db=N``."""
+    if not url.startswith("redis+socket://"):
+        return url
+    path, _, query = url[len("redis+socket://"):].partition("?")
+    params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+    db = params.pop("virtual_host", None) or params.pop("db", None)
+    return f"unix://{path}" + (f"?db={db}" if db else "")
+
+
+def redis_from_url(url: str | None = None, settings: Settings | None = None, **kwargs):
+    """A redis-py client for ``url`` (default: the broker) with netjobs' TLS settings."""
+    import redis
+
+    settings = settings or get_settings()
+    url = url or settings.broker_url
+    if url.startswith("rediss://"):
+        kwargs = {**tls_options(settings), **kwargs}
+    return redis.Redis.from_url(redis_py_url(url), **kwargs)
