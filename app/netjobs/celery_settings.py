@@ -6,7 +6,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from netjobs.config import Settings
 from netjobs.queues import QueueTimeLimits, declare_queues, route_task
-from netjobs.redis_clients import tls_options
+from netjobs.redis_clients import SentinelURL, tls_options
 from netjobs.schedule import default_schedule
 
 
@@ -31,6 +31,25 @@ def tls_settings(s: Settings) -> dict:
     return settings
 
 
+def sentinel_settings(s: Settings, transport: dict) -> dict:
+    """Redis Sentinel for each connection whose URL is sentinel:// (kombu, Celery's results, RedBeat)."""
+    settings = {}
+    for key, url in (("broker_transport_options", s.broker_url),
+                     ("result_backend_transport_options", s.result_backend_url)):
+        if url.startswith("sentinel://"):
+            parsed = SentinelURL.parse(url)
+            settings[key] = {**transport, "master_name": s.redis_sentinel_master,
+                             **({"sentinel_kwargs": parsed.credentials} if parsed.credentials else {})}
+    if s.redbeat_url.startswith("sentinel://"):
+        parsed = SentinelURL.parse(s.redbeat_url)
+        settings["redbeat_redis_url"] = "redis-sentinel://"
+        settings["redbeat_redis_options"] = {
+            "sentinels": parsed.nodes, "service_name": s.redis_sentinel_master, "db": parsed.db,
+            "socket_timeout": 10, **parsed.credentials,
+            **({"sentinel_kwargs": parsed.credentials} if parsed.credentials else {})}
+    return settings
+
+
 def celery_settings(s: Settings) -> dict:
     redbeat_url, redbeat_credentials = without_credentials(s.redbeat_url)
     transport = {
@@ -43,7 +62,7 @@ def celery_settings(s: Settings) -> dict:
     return {
         "broker_url": s.broker_url,
         # Same Redis protocol, fewer round trips per task (see the modules; bench/README.md).
-        "broker_transport": "netjobs.redis_transport:Transport",
+        **({} if s.broker_url.startswith("sentinel://") else {"broker_transport": "netjobs.redis_transport:Transport"}),
         "result_backend": s.result_backend_url,
         # Celery's loader maps redis:// result URLs to this class (see netjobs.redis_backend).
         "override_backends": {scheme: "netjobs.redis_backend:RedisBackend" for scheme in ("redis", "rediss")},
@@ -92,5 +111,6 @@ def celery_settings(s: Settings) -> dict:
         "redbeat_lock_timeout": s.redbeat_lock_timeout,
         "redbeat_lock_key": f"{s.redbeat_key_prefix}lock",
         **tls_settings(s),
+        **sentinel_settings(s, transport),
     }
 

@@ -36,6 +36,7 @@ class Settings:
     redis_tls_ca_file: str = ""
     redis_tls_cert_file: str = ""
     redis_tls_key_file: str = ""
+    redis_sentinel_master: str = ""
     backup_repo: Path = Path("/var/lib/netjobs/config-backups")
     extra_queues: tuple[str, ...] = ()
     task_soft_time_limit: int = 540
@@ -95,15 +96,32 @@ class Settings:
 
 
 def _redis_url(raw: str) -> str:
+    if raw.startswith("sentinel://"):
+        return _sentinel_url(raw)
     parts = urlsplit(raw)
     if parts.scheme not in ("redis", "rediss", "redis+socket"):
-        raise ValueError("must be a redis:// or rediss:// URL")
+        raise ValueError("must be a redis://, rediss:// or sentinel:// URL")
     if parts.scheme != "redis+socket" and not parts.hostname:
         raise ValueError("has no host")
     try:
         parts.port
     except ValueError:
         raise ValueError("has an invalid port") from None
+    return raw
+
+
+def _sentinel_url(raw: str) -> str:
+    """kombu's form: ``sentinel://[USER:PASS@]HOST:PORT[/DB]`` per Sentinel, joined with ``;``."""
+    for node in raw.split(";"):
+        parts = urlsplit(node.strip())
+        if parts.scheme != "sentinel":
+            raise ValueError(f"mixes sentinel:// with {parts.scheme or 'no'} scheme ({node.strip()!r})")
+        if not parts.hostname:
+            raise ValueError(f"has a Sentinel without a host ({node.strip()!r})")
+        try:
+            parts.port
+        except ValueError:
+            raise ValueError(f"has a Sentinel with an invalid port ({node.strip()!r})") from None
     return raw
 
 
@@ -231,6 +249,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         redis_tls_ca_file=read("REDIS_TLS_CA_FILE", _readable_file, ""),
         redis_tls_cert_file=read("REDIS_TLS_CERT_FILE", _readable_file, ""),
         redis_tls_key_file=read("REDIS_TLS_KEY_FILE", _readable_file, ""),
+        redis_sentinel_master=read("REDIS_SENTINEL_MASTER", _text, "").strip(),
         backup_repo=read("BACKUP_REPO", Path, Settings.backup_repo),
         extra_queues=read("EXTRA_QUEUES", _queue_list, ()),
         task_soft_time_limit=read("TASK_SOFT_TIME_LIMIT", _int_between(1, 86400), 540),
@@ -279,6 +298,15 @@ def _check_relations(s: Settings) -> None:
     if s.redis_tls_ca_file and not tls_urls:
         raise ConfigError("NETJOBS_REDIS_TLS_CA_FILE is set, but no Redis URL uses rediss://: "
                           "use rediss:// in NETJOBS_BROKER_URL (and the others) or unset it")
+    sentinel_urls = [var for var, url in s.redis_urls.items() if url.startswith("sentinel://")]
+    if sentinel_urls and not s.redis_sentinel_master:
+        raise ConfigError(f"NETJOBS_REDIS_SENTINEL_MASTER is not set, but {' and '.join(sentinel_urls)} use "
+                          "sentinel://: name the master the Sentinels monitor (`sentinel monitor NAME ...`)")
+    if s.redis_sentinel_master and not sentinel_urls:
+        raise ConfigError("NETJOBS_REDIS_SENTINEL_MASTER is set, but no Redis URL uses sentinel://")
+    if sentinel_urls and tls_urls:
+        raise ConfigError(f"{' and '.join(sentinel_urls)} use sentinel:// while {' and '.join(tls_urls)} use "
+                          "rediss://: Sentinel with TLS is not supported yet; use one or the other")
     if bool(s.redis_tls_cert_file) != bool(s.redis_tls_key_file):
         raise ConfigError("NETJOBS_REDIS_TLS_CERT_FILE and NETJOBS_REDIS_TLS_KEY_FILE go together "
                           "(a client certificate and its key): set both or neither")

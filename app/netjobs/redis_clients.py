@@ -5,8 +5,34 @@ RedBeat the same TLS settings (netjobs.celery_settings)."""
 from __future__ import annotations
 
 import ssl
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
 from netjobs.config import Settings, get_settings
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """A ``sentinel://...;sentinel://...`` URL taken apart. The credentials are those of the Redis
+    ACL user, which the Sentinels also require (the redis role creates it on both)."""
+
+    nodes: list[tuple[str, int]]
+    db: int
+    username: str | None
+    password: str | None
+
+    @classmethod
+    def parse(cls, url: str) -> "SentinelURL":
+        parts = [urlsplit(node.strip()) for node in url.split(";") if node.strip()]
+        first = parts[0]
+        return cls(nodes=[(p.hostname, p.port or 26379) for p in parts],
+                   db=int(first.path.strip("/") or 0),
+                   username=unquote(first.username) if first.username else None,
+                   password=unquote(first.password) if first.password else None)
+
+    @property
+    def credentials(self) -> dict:
+        return {k: v for k, v in (("username", self.username), ("password", self.password)) if v}
 
 
 def tls_options(settings: Settings) -> dict:
@@ -36,6 +62,13 @@ def redis_from_url(url: str | None = None, settings: Settings | None = None, **k
 
     settings = settings or get_settings()
     url = url or settings.broker_url
+    if url.startswith("sentinel://"):
+        from redis.sentinel import Sentinel
+
+        parsed = SentinelURL.parse(url)
+        timeouts = {k: v for k, v in kwargs.items() if k.startswith("socket_")}
+        sentinel = Sentinel(parsed.nodes, sentinel_kwargs={**timeouts, **parsed.credentials})
+        return sentinel.master_for(settings.redis_sentinel_master, db=parsed.db, **parsed.credentials, **kwargs)
     if url.startswith("rediss://"):
         kwargs = {**tls_options(settings), **kwargs}
     return redis.Redis.from_url(redis_py_url(url), **kwargs)

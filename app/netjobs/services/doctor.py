@@ -29,6 +29,9 @@ class Check:
 
 
 def redact_url(url: str) -> str:
+    """``url`` with its password as ***; each node of a ``;``-joined Sentinel URL alike."""
+    if ";" in url:
+        return ";".join(redact_url(node) for node in url.split(";"))
     parts = urlsplit(url)
     if parts.password is None:
         return url

@@ -1,0 +1,139 @@
+"""Redis Sentinel: jobs, results, beat and doctor follow the master when Sentinel fails it over.
+
+A real master, a real replica and three real Sentinels (redis-server --sentinel) on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+
+from netjobs.config import ConfigError, load_settings
+from tests.conftest import wait_until
+from tests.support.beat import beat_process
+from tests.support.cli import run_netjobs
+from tests.support.servers import REDIS_SERVER, _stop, celery_worker, free_port, wait_for_port
+
+MASTER = "netjobs"
+
+
+@contextmanager
+def redis_process(workdir: Path, name: str, argv: list[str], port: int):
+    proc = subprocess.Popen([REDIS_SERVER, *argv], cwd=workdir, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        yield proc
+    finally:
+        _stop(proc)
+
+
+@contextmanager
+def sentinel_cluster():
+    """A master, a replica and three Sentinels; yields (URL, master process, master port, replica port)."""
+    workdir = Path(tempfile.mkdtemp(prefix="netjobs-sentinel-"))
+    master_port, replica_port = free_port(), free_port()
+    common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no",
+              "--loglevel", "warning"]
+    try:
+        with ExitStack() as stack:
+            master = stack.enter_context(redis_process(
+                workdir, "master", ["--port", str(master_port), "--dir", str(workdir), *common], master_port))
+            replica_dir = workdir / "replica"
+            replica_dir.mkdir()
+            stack.enter_context(redis_process(
+                workdir, "replica", ["--port", str(replica_port), "--dir", str(replica_dir), *common,
+                                     "--replicaof", "127.0.0.1", str(master_port)], replica_port))
+            sentinel_ports = [free_port() for _ in range(3)]
+            for port in sentinel_ports:
+                conf = workdir / f"sentinel-{port}.conf"  # Sentinel rewrites its file: one each
+                conf.write_text(
+                    f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
+                    f"sentinel monitor {MASTER} 127.0.0.1 {master_port} 2\n"
+                    f"sentinel down-after-milliseconds {MASTER} 1000\n"
+                    f"sentinel failover-timeout {MASTER} 10000\n")
+                stack.enter_context(redis_process(workdir, f"sentinel-{port}", [str(conf), "--sentinel"], port))
+            url = ";".join(f"sentinel://127.0.0.1:{port}/0" for port in sentinel_ports)
+            yield url, master, master_port, replica_port
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def master_port_now(url: str) -> int | None:
+    import redis
+
+    port = int(url.split(";")[0].rsplit(":", 1)[1].split("/")[0])
+    try:
+        address = redis.Redis(port=port, socket_timeout=2).sentinel_get_master_addr_by_name(MASTER)
+    except redis.RedisError:
+        return None
+    return int(address[1]) if address else None
+
+
+def test_sentinel_settings_that_cannot_work_are_refused_naming_the_variable():
+    base = {"NETJOBS_DATABASE_URL": "postgresql+psycopg2://u:p@127.0.0.1/netjobs"}
+    cases = [
+        ({"NETJOBS_BROKER_URL": "sentinel://10.0.0.5:26379/0"}, "NETJOBS_REDIS_SENTINEL_MASTER is not set"),
+        ({"NETJOBS_BROKER_URL": "redis://10.0.0.5:6379/0", "NETJOBS_REDIS_SENTINEL_MASTER": "netjobs"},
+         "NETJOBS_REDIS_SENTINEL_MASTER is set, but no Redis URL uses sentinel://"),
+        ({"NETJOBS_BROKER_URL": "sentinel://10.0.0.5:26379/0;redis://10.0.0.6:6379/0",
+          "NETJOBS_REDIS_SENTINEL_MASTER": "netjobs"}, "NETJOBS_BROKER_URL mixes sentinel:// with redis scheme"),
+        ({"NETJOBS_BROKER_URL": "sentinel://10.0.0.5:26379/0;sentinel://:26379/0",
+          "NETJOBS_REDIS_SENTINEL_MASTER": "netjobs"}, "NETJOBS_BROKER_URL has a Sentinel without a host"),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(ConfigError) as error:
+            load_settings({**base, **overrides})
+        assert message in str(error.value), (overrides, str(error.value))
+
+
+def test_celery_does_not_show_the_password_of_any_sentinel_node():
+    from celery import Celery
+
+    from netjobs.celery_settings import celery_settings
+    from netjobs.services.doctor import redact_url
+
+    url = "sentinel://netjobs:Sup3r-pw@10.0.0.5:26379/0;sentinel://netjobs:Sup3r-pw@10.0.0.6:26379/0"
+    settings = celery_settings(load_settings({
+        "NETJOBS_BROKER_URL": url, "NETJOBS_DATABASE_URL": "postgresql+psycopg2://u:p@127.0.0.1/netjobs",
+        "NETJOBS_REDIS_SENTINEL_MASTER": MASTER}))
+    app = Celery("sentinel-censor")
+    app.conf.update(settings)
+    assert "Sup3r" not in repr(app.conf.table(with_defaults=True, censored=True))
+    assert "Sup3r" not in redact_url(url) and redact_url(url).count(":***@") == 2
+    assert settings["broker_transport_options"]["master_name"] == MASTER
+    assert settings["redbeat_redis_options"]["sentinels"] == [("10.0.0.5", 26379), ("10.0.0.6", 26379)]
+
+
+@pytest.mark.slow
+def test_jobs_results_beat_and_doctor_follow_a_sentinel_failover(db, netjobs_env):
+    with sentinel_cluster() as (url, master, master_port, replica_port):
+        env = {**netjobs_env, "NETJOBS_BROKER_URL": url, "NETJOBS_RESULT_BACKEND_URL": url,
+               "NETJOBS_REDBEAT_URL": url, "NETJOBS_REDIS_SENTINEL_MASTER": MASTER}
+        with celery_worker(env, queues="default", pool="threads", concurrency=2,
+                           hostname=f"sentinel-{os.getpid()}@localhost") as worker:
+            before = run_netjobs("submit", "netjobs.diag.ping", "--wait", "--timeout", "60", env=env)
+            assert before.exit_code == 0 and "pong" in before.stdout, (before.stderr, worker.log()[-3000:])
+
+            os.kill(master.pid, signal.SIGKILL)  # the master's host is gone
+            started = time.monotonic()
+            wait_until(lambda: master_port_now(url) == replica_port, 60,
+                       message="Sentinel to promote the replica")
+            promoted_after = time.monotonic() - started
+
+            after = run_netjobs("submit", "netjobs.diag.ping", "--wait", "--timeout", "90", env=env, timeout=120)
+            assert after.exit_code == 0 and "pong" in after.stdout, (after.stderr, worker.log()[-3000:])
+            with beat_process(env) as beat:
+                wait_until(lambda: beat.has_lock, 30, message="beat to take the RedBeat lock on the new master")
+            doctor = run_netjobs("doctor", "--json", "--timeout", "2", env=env)
+            assert "Traceback" not in worker.log()
+    checks = {c["name"]: c for c in doctor.json()["checks"]}
+    assert checks["broker reachable"]["ok"] and checks["queue default consumed"]["ok"], doctor.stdout
+    assert promoted_after < 30, promoted_after
