@@ -1,5 +1,5 @@
 # The Python application: tests, benchmarks, local demo.
-APT_PACKAGES += redis-server postgresql postgresql-client openssh-client nmap fping iputils-ping
+APT_PACKAGES += redis-server postgresql postgresql-client openssh-client openssl nmap fping iputils-ping
 TEST_TARGETS := test-app $(TEST_TARGETS)
 
 .PHONY: test-app
