@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 BASE_QUEUES: tuple[str, ...] = ("default", "backup", "network", "heavy")
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -137,7 +137,18 @@ def _database_url(raw: str) -> str:
         raise ValueError("has no host")
     if not parts.path.strip("/"):
         raise ValueError("has no database name")
+    query = dict(parse_qsl(parts.query))
+    mode = query.get("sslmode")
+    if mode is not None and mode not in _LIBPQ_SSLMODES:
+        raise ValueError(f"has sslmode={mode!r}; libpq knows {', '.join(_LIBPQ_SSLMODES)}")
+    # verify-ca/verify-full check the server against this CA: a missing file fails every connection.
+    root = query.get("sslrootcert")
+    if root and root != "system" and not os.access(root, os.R_OK):
+        raise ValueError(f"has sslrootcert={root!r}, which is not a readable file")
     return raw
+
+
+_LIBPQ_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
 def _number_between(convert: Callable[[str], T], kind: str, low, high) -> Callable[[str], T]:

@@ -16,41 +16,19 @@ from netjobs.config import ConfigError, load_settings
 from tests.conftest import wait_until
 from tests.support.beat import beat_process
 from tests.support.cli import run_netjobs
+from tests.support.pki import make_pki
 from tests.support.servers import REDIS_SERVER, _stop, celery_worker, free_port, wait_for_port
-
-
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_ca(directory: Path, name: str) -> None:
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
-            "-keyout", f"{name}.key", "-out", f"{name}.pem", cwd=directory)
-
-
-def make_cert(directory: Path, ca: str, name: str, san: str) -> None:
-    """A certificate for ``name`` signed by ``ca``, valid for the subjectAltName ``san``."""
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
-            "-out", f"{name}.csr", cwd=directory)
-    (directory / f"{name}.ext").write_text(f"subjectAltName={san}\n")
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
-            "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=directory)
 
 
 @pytest.fixture(scope="module")
 def pki():
-    directory = Path(tempfile.mkdtemp(prefix="netjobs-pki-"))
-    make_ca(directory, "site-ca")
-    make_ca(directory, "other-ca")
-    make_cert(directory, "site-ca", "redis-server", "IP:127.0.0.1")
-    make_cert(directory, "site-ca", "wrong-name", "DNS:redis.example.net")
-    make_cert(directory, "site-ca", "netjobs-client", "DNS:netjobs-client")
+    directory = make_pki(Path(tempfile.mkdtemp(prefix="netjobs-pki-")))
     yield directory
     shutil.rmtree(directory, ignore_errors=True)
 
 
 @contextmanager
-def tls_redis(pki: Path, cert: str = "redis-server", client_certs: bool = False):
+def tls_redis(pki: Path, cert: str = "server", client_certs: bool = False):
     """redis-server with no plain port; yields its TLS port."""
     workdir = Path(tempfile.mkdtemp(prefix="netjobs-redis-tls-"))
     port = free_port()
@@ -131,7 +109,7 @@ def test_jobs_results_and_beat_run_over_verified_tls(pki, db, netjobs_env):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("server_cert, ca, expected", [
-    ("redis-server", "other-ca.pem", "certificate verify failed"),  # a server we have no reason to trust
+    ("server", "other-ca.pem", "certificate verify failed"),  # a server we have no reason to trust
     ("wrong-name", "site-ca.pem", "certificate verify failed"),  # right CA, certificate for another host
 ])
 def test_a_server_that_fails_verification_is_refused_with_a_clear_error(pki, netjobs_env, server_cert, ca, expected):

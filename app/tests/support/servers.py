@@ -113,7 +113,11 @@ def _as_postgres(argv: list[str], **kw) -> subprocess.CompletedProcess:
 
 
 @contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
+def postgres_server(options: str = "", hba: str | None = None,
+                    files: dict[str, Path] | None = None) -> Iterator[PostgresServer]:
+    """A throwaway cluster. ``options``: more ``-c name=value``; ``hba``: pg_hba.conf instead of
+    initdb's; ``files``: copied into the cluster's base directory (owned by postgres, 0600), named
+    there as the keys, for ``options`` to refer to as ``{base}/NAME``."""
     base = Path(tempfile.mkdtemp(prefix="netjobs-pg-"))
     datadir = base / "data"
     port = free_port()
@@ -127,8 +131,16 @@ def postgres_server() -> Iterator[PostgresServer]:
     try:
         _as_postgres([str(PG_BIN / "initdb"), "-D", str(datadir), "-U", server.user, "--pwfile", str(pwfile),
                       "--auth=scram-sha-256", "-E", "UTF8", "--no-sync"])
+        for name, source in (files or {}).items():
+            shutil.copyfile(source, base / name)
+            os.chmod(base / name, 0o600)
+            if os.geteuid() == 0:
+                shutil.chown(base / name, "postgres", "postgres")
+        if hba is not None:
+            (datadir / "pg_hba.conf").write_text(hba)
         options = (f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={base} "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+                   + options.format(base=base))
         _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(datadir), "-o", options, "-l", str(base / "log"),
                       "-w", "-t", "60", "start"])
         _as_postgres([str(PG_BIN / "psql"), "-h", str(base), "-p", str(port), "-U", server.user, "-d", "postgres",
