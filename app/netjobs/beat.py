@@ -30,6 +30,8 @@ from redbeat.schedulers import (
     get_redis,
 )
 
+from netjobs.actor import acting_as
+
 log = logging.getLogger(__name__)
 
 LOCK_POLL_SECONDS = 5
@@ -73,6 +75,11 @@ class Scheduler(RedBeatScheduler):
     def update_from_dict(self, dict_):
         overrides = read_overrides(get_redis(self.app), self.app.redbeat_conf.key_prefix)
         super().update_from_dict(apply_overrides(dict_, overrides))
+
+    def apply_async(self, entry, producer=None, advance=True, **kwargs):
+        # job_runs.submitted_by of every job a schedule starts: "beat:NAME".
+        with acting_as(f"beat:{entry.name}"):
+            return super().apply_async(entry, producer, advance, **kwargs)
 
     def tick(self, *args, **kwargs):
         interval = super().tick(*args, **kwargs)

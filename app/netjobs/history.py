@@ -40,7 +40,7 @@ from datetime import datetime, timezone
 
 from celery import signals
 
-from netjobs import spool
+from netjobs import actor, spool
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ REPLAY_SLICE = 2.0  # seconds of replaying per flusher pass, so the process's ow
 COLUMNS = (
     "task_id", "task_name", "parent_id", "root_id", "group_id", "queue", "worker", "state",
     "state_at", "retries", "published_at", "started_at", "finished_at", "duration_ms",
-    "args_summary", "result_summary", "error",
+    "args_summary", "result_summary", "error", "submitted_by",
 )  # fmt: skip
 
 # The newer event sets the state, but PUBLISHED ranks below every state a worker reports, whatever
@@ -93,7 +93,8 @@ ON CONFLICT (task_id) DO UPDATE SET
     finished_at = GREATEST(job_runs.finished_at, EXCLUDED.finished_at),
     duration_ms = COALESCE(EXCLUDED.duration_ms, job_runs.duration_ms),
     args_summary = COALESCE(job_runs.args_summary, EXCLUDED.args_summary),
-    result_summary = COALESCE(EXCLUDED.result_summary, job_runs.result_summary)
+    result_summary = COALESCE(EXCLUDED.result_summary, job_runs.result_summary),
+    submitted_by = COALESCE(job_runs.submitted_by, EXCLUDED.submitted_by)
 """
 
 # States written to job_runs.state
@@ -137,11 +138,12 @@ class RunEvent:
     args_summary: str | None = None
     result_summary: str | None = None
     error: str | None = None
+    submitted_by: str | None = None
 
     def merge(self, newer: RunEvent) -> RunEvent:
         """Fold a later event for the same task into this one (same rules as the SQL upsert)."""
         take_new = _takes_state(self, newer)
-        for name in ("task_name", "parent_id", "root_id", "group_id", "args_summary"):
+        for name in ("task_name", "parent_id", "root_id", "group_id", "args_summary", "submitted_by"):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(newer, name))
         for name in ("queue", "worker", "duration_ms", "result_summary"):
@@ -455,6 +457,7 @@ class HistoryRecorder:
 _TEXT_LIMITS = {
     "task_id": 64, "task_name": 255, "parent_id": 64, "root_id": 64, "group_id": 64, "queue": 64,
     "worker": 255, "state": 16, "args_summary": TEXT_LIMIT, "result_summary": TEXT_LIMIT, "error": TEXT_LIMIT,
+    "submitted_by": 255,
 }  # fmt: skip
 _TEXT_COLUMNS = tuple((COLUMNS.index(name), limit) for name, limit in _TEXT_LIMITS.items())
 _DATETIME_COLUMNS = frozenset({"state_at", "published_at", "started_at", "finished_at"})
@@ -601,6 +604,7 @@ def _on_published(sender=None, headers=None, body=None, routing_key=None, **_):
             retries=headers.get("retries") or 0,
             published_at=now,
             args_summary=_args_summary(headers.get("argsrepr"), headers.get("kwargsrepr")),
+            submitted_by=headers.get(actor.HEADER),
         )
     )
 

@@ -69,7 +69,7 @@ def db(netjobs_env):
     with get_engine().begin() as conn:
         conn.execute(text(
             "TRUNCATE job_runs, dead_letters, compliance_results, reachability_results, config_snapshots, "
-            "config_contents, devices "
+            "config_contents, devices, audit_log, api_tokens "
             "RESTART IDENTITY CASCADE"
         ))
     yield get_engine()

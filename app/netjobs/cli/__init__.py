@@ -52,13 +52,17 @@ class NetjobsGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """netjobs: background jobs for network operations (Celery, Redis, PostgreSQL)."""
+    from netjobs.actor import acting_as, cli_actor
+
     ctx.meta["netjobs.debug"] = debug
+    # Jobs submitted and changes made by this command are recorded as the person's (netjobs.actor).
+    ctx.with_resource(acting_as(cli_actor()))
 
 
 def _register() -> None:
-    from netjobs.cli import configs, devices, history, jobs, ops, schedules
+    from netjobs.cli import access, configs, devices, history, jobs, ops, schedules
 
-    for module in (jobs, history, schedules, ops, devices, configs):
+    for module in (jobs, history, schedules, ops, devices, configs, access):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -34,24 +34,25 @@ def _clip(text: str | None, width: int = 60) -> str:
 @click.option("--task", default=None, help="Task name, short name (ping) or pattern (netjobs.backup.*).")
 @click.option("--state", default=None, help="PUBLISHED, STARTED, RETRY, SUCCESS, FAILURE or REVOKED.")
 @click.option("--since", default=None, help="30m, 1h, 2d, 1w or an ISO time.")
+@click.option("--by", default=None, help="Who submitted: a user (alice: CLI or API), cli:USER, api:USER or beat:SCHEDULE.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--json", "as_json", is_flag=True)
-def runs(task, state, since, limit, as_json):
+def runs(task, state, since, by, limit, as_json):
     """Job history from job_runs, newest first."""
     from netjobs.services.runs import list_runs, normalize_state, parse_since
 
     settings()
     when = parse_since(since) if since else None
-    rows = list_runs(task=task, state=normalize_state(state) if state else None, since=when, limit=limit)
+    rows = list_runs(task=task, state=normalize_state(state) if state else None, since=when, limit=limit, by=by)
     if as_json:
         print_json(rows)
         return
-    table = new_table(f"job runs ({len(rows)})", ("when", "task", "state", "queue", "worker", "took", "id",
+    table = new_table(f"job runs ({len(rows)})", ("when", "task", "state", "queue", "worker", "took", "by", "id",
                                                    "result / error"), no_wrap=("when", "id", "state"))
     for run in rows:
         table.add_row(short_time(run.started_at or run.published_at or run.state_at), escape(run.task_name or "?"),
                       _state(run.state), run.queue or "", escape(run.worker or ""), _duration(run.duration_ms),
-                      run.task_id, _clip(run.error or run.result_summary))
+                      escape(run.submitted_by or ""), run.task_id, _clip(run.error or run.result_summary))
     out().print(table)
 
 

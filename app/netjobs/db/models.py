@@ -67,12 +67,47 @@ class JobRun(Base):
     args_summary: Mapped[str | None] = mapped_column(Text)
     result_summary: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
+    # "cli:USER", "api:USER" or "beat:SCHEDULE" (netjobs.actor); a task's children inherit it.
+    submitted_by: Mapped[str | None] = mapped_column(String(255))
 
     __table_args__ = (
         Index("ix_job_runs_task_name_state_at", "task_name", "state_at"),
         Index("ix_job_runs_state_at", "state_at"),
         Index("ix_job_runs_state", "state"),
+        Index("ix_job_runs_submitted_by_state_at", "submitted_by", "state_at"),
     )
+
+
+class AuditEntry(Base):
+    """An operator change (schedules, devices, host keys, dead letters, API tokens): who, what, when."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    actor: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(255))
+    details: Mapped[dict] = mapped_column(JSONB, default=dict, server_default="{}")
+
+    __table_args__ = (Index("ix_audit_log_at", "at"), Index("ix_audit_log_actor_at", "actor", "at"))
+
+
+class ApiToken(Base):
+    """A bearer token for the HTTP API: only its SHA-256 is stored; the token is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    username: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    created_by: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class DeadLetter(Base):

@@ -20,6 +20,7 @@ from netjobs import spool
 from netjobs.db.engine import session_scope
 from netjobs.db.models import DeadLetter
 from netjobs.errors import NotFoundError
+from netjobs.services.audit import log_change
 
 ERROR_LIMIT = 10_000
 TRACEBACK_LIMIT = 100_000
@@ -181,6 +182,8 @@ def requeue_dead_letter(dead_letter_id: int, send_task) -> str:
         result = send_task(row.task_name, args=row.args, kwargs=row.kwargs, **options)
         row.requeued_at = datetime.now(timezone.utc)
         row.requeued_task_id = result.id
+        log_change("dead_letter.requeue", str(dead_letter_id), {"task": row.task_name, "new_task_id": result.id},
+                   session=session)
         return result.id
 
 
@@ -189,6 +192,7 @@ def discard_dead_letter(dead_letter_id: int) -> None:
         deleted = session.execute(delete(DeadLetter).where(DeadLetter.id == dead_letter_id)).rowcount
         if not deleted:
             raise NotFoundError(f"no dead letter with id {dead_letter_id}")
+        log_change("dead_letter.discard", str(dead_letter_id), session=session)
 
 
 def purge_dead_letters(older_than_days: int) -> int:

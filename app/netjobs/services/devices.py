@@ -18,6 +18,7 @@ from netjobs.db.engine import session_scope
 from netjobs.db.models import Device
 from netjobs.errors import NotFoundError, ValidationError
 from netjobs.platforms import SUPPORTED_PLATFORMS
+from netjobs.services.audit import log_change
 
 FIELDS: tuple[str, ...] = ("name", "address", "platform", "port", "site", "tags", "enabled", "credentials_ref")
 REQUIRED_FIELDS: tuple[str, ...] = ("name", "address", "platform")
@@ -220,6 +221,8 @@ def add_device(name, address, platform, port=22, site=None, tags=(), credentials
     statement = insert(Device).values(**spec.row()).on_conflict_do_nothing(index_elements=[Device.name])
     with session_scope() as session:
         inserted = session.execute(statement.returning(Device.id)).first()
+        if inserted is not None:
+            log_change("device.add", spec.name, spec.as_dict(), session=session)
     if inserted is None:
         raise ValidationError(f"device {spec.name!r} already exists (remove it first, or import a file to update it)")
     return spec.as_dict()
@@ -255,6 +258,7 @@ def remove_device(name) -> None:
     with session_scope() as session:
         if not session.execute(delete(Device).where(Device.name == name)).rowcount:
             raise NotFoundError(f"no device named {name!r}")
+        log_change("device.remove", name, session=session)
 
 
 def _name_list(names) -> list[str]:

@@ -13,9 +13,7 @@ Plain Python, no Celery.
 from __future__ import annotations
 
 import base64
-import getpass
 import hashlib
-import os
 import socket
 import tempfile
 from contextlib import contextmanager
@@ -28,10 +26,12 @@ import paramiko
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
+from netjobs.actor import login_user
 from netjobs.config import Settings, get_settings
 from netjobs.db.engine import session_scope
 from netjobs.db.models import Device, DeviceHostKey
 from netjobs.errors import NotFoundError, PermanentError, TransientError
+from netjobs.services.audit import log_change
 
 STRICT = "strict"
 TRUST_ON_FIRST_USE = "trust-on-first-use"
@@ -96,7 +96,7 @@ def stored_key(device_id: int) -> HostKey | None:
         return _from_row(row) if row is not None else None
 
 
-def _store(device_id: int, key: HostKey, by: str, replace: bool = False) -> HostKey:
+def _store(device_id: int, device: str, key: HostKey, by: str, replace: bool = False) -> HostKey:
     """Store ``key`` for the device and return what is stored afterwards.
 
     Without ``replace`` an existing key stays (insert ... on conflict do nothing): of two concurrent
@@ -113,7 +113,11 @@ def _store(device_id: int, key: HostKey, by: str, replace: bool = False) -> Host
     else:
         statement = statement.on_conflict_do_nothing(index_elements=[DeviceHostKey.device_id])
     with session_scope() as session:
-        session.execute(statement)
+        written = session.execute(statement).rowcount
+        if written:
+            log_change("device.trust", device,
+                       {"fingerprint": key.fingerprint, "key_type": key.key_type, "replace": replace, "by": by},
+                       session=session)
     stored = stored_key(device_id)
     if stored is None:  # the device was removed meanwhile
         raise NotFoundError(f"device id {device_id} no longer exists")
@@ -198,25 +202,6 @@ def changed_error(target: _Target, trusted: HostKey, presented: HostKey) -> Host
     )
 
 
-def invoking_user() -> str:
-    """Who runs the command: the sudo caller if any, else the login name.
-
-    The `netjobs` wrapper runs the CLI as the netjobs user (sudo or runuser), so the process's own
-    user name would say nothing; sudo's SUDO_USER or the terminal's login name do.
-    """
-    user = os.environ.get("SUDO_USER")
-    if user:
-        return user
-    try:
-        return os.getlogin()
-    except OSError:  # no controlling terminal (cron, Ansible)
-        pass
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid {os.getuid()}"
-
-
 @dataclass(frozen=True)
 class TrustOutcome:
     device: str
@@ -246,7 +231,7 @@ def trust(device: str, replace: bool = False, by: str | None = None, settings: S
     """
     settings = settings or get_settings()
     target = _device(device)
-    by = by or invoking_user()
+    by = by or login_user()
     previous = stored_key(target.id)
     presented = fetch_host_key(target.host, target.port, settings.device_conn_timeout,
                                prefer=previous.key_type if previous else None)
@@ -254,7 +239,7 @@ def trust(device: str, replace: bool = False, by: str | None = None, settings: S
         return TrustOutcome(target.name, "already trusted", previous)
     if previous is not None and not replace:
         raise changed_error(target, previous, presented)
-    stored = _store(target.id, presented, by, replace=replace)
+    stored = _store(target.id, target.name, presented, by, replace=replace)
     if stored != presented:  # someone else stored another key meanwhile
         raise changed_error(target, stored, presented)
     return TrustOutcome(target.name, "replaced" if previous is not None else "stored", stored, previous)
@@ -286,7 +271,7 @@ def first_contact(target: _Target, policy: str, timeout: float) -> HostKey:
             f"Check that fingerprint on the device's console, then run `netjobs devices trust {target.name}` "
             f"(NETJOBS_SSH_HOST_KEY_POLICY is {policy})"
         )
-    stored = _store(target.id, presented, TRUST_ON_FIRST_USE)
+    stored = _store(target.id, target.name, presented, TRUST_ON_FIRST_USE)
     if stored != presented:  # a concurrent first contact stored another key: one of them is not the device
         raise changed_error(target, stored, presented)
     return stored

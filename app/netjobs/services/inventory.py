@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import insert
 from netjobs.db.engine import session_scope
 from netjobs.db.models import Device
 from netjobs.errors import ValidationError
+from netjobs.services.audit import log_change
 from netjobs.services.devices import FIELDS, REQUIRED_FIELDS, DeviceSpec, build_spec
 
 MAX_INVENTORY_BYTES = 10 * 1024 * 1024
@@ -265,4 +266,7 @@ def import_inventory(text: str, fmt: str, source: str = "<input>", prune: bool =
                 names = [s.name for s in specs]
                 doomed = select(Device.id).where(Device.name.not_in(names))
                 summary["pruned"] = session.execute(delete(Device).where(Device.id.in_(doomed))).rowcount
+        if summary["created"] or summary["updated"] or summary["pruned"]:
+            log_change("devices.import", source, {k: summary[k] for k in ("created", "updated", "pruned", "invalid")},
+                       session=session)
     return summary

@@ -11,6 +11,7 @@ from sqlalchemy import or_, select
 from netjobs.db.engine import session_scope
 from netjobs.db.models import JobRun
 from netjobs.errors import ValidationError
+from netjobs.services.audit import actor_filter
 
 KNOWN_STATES = ("PUBLISHED", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED")
 MAX_LIMIT = 10_000
@@ -64,6 +65,7 @@ class RunView:
     parent_id: str | None
     group_id: str | None
     state_at: datetime
+    submitted_by: str | None
 
     @classmethod
     def of(cls, row: JobRun) -> RunView:
@@ -74,7 +76,7 @@ class RunView:
 
 
 def list_runs(task: str | None = None, state: str | None = None, since: datetime | None = None,
-              limit: int = 50) -> list[RunView]:
+              limit: int = 50, by: str | None = None) -> list[RunView]:
     """Newest first. ``task`` is a full task name, a short one (``ping`` finds ``netjobs.diag.ping``)
     or a pattern with ``*``."""
     if not 1 <= limit <= MAX_LIMIT:
@@ -90,6 +92,8 @@ def list_runs(task: str | None = None, state: str | None = None, since: datetime
         query = query.where(JobRun.state == normalize_state(state))
     if since:
         query = query.where(JobRun.state_at >= since)
+    if by is not None:
+        query = query.where(actor_filter(JobRun.submitted_by, by))
     with session_scope() as session:
         return [RunView.of(row) for row in session.scalars(query)]
 

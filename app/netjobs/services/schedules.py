@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from celery.schedules import ParseException, crontab, schedule as interval_schedule
 
 from netjobs.errors import NotFoundError, ValidationError
+from netjobs.services.audit import log_change
 
 MIN_INTERVAL = 1.0
 MAX_INTERVAL = 366 * 86400.0
@@ -260,6 +261,9 @@ def add_schedule(app, name: str, task: str, sched, *, args: list | None = None, 
     # for an entry removed under it) must not carry over.
     entry.delete()
     entry.save()
+    log_change("schedule.replace" if existing is not None else "schedule.add", name,
+               {"task": task, "schedule": describe_schedule(sched), "args": list(args or []),
+                "kwargs": dict(kwargs or {}), "queue": queue})
     return get_schedule(app, name)
 
 
@@ -272,6 +276,7 @@ def remove_schedule(app, name: str) -> None:
     if entry is None:
         raise NotFoundError(f"no schedule named {name!r} (see `netjobs schedule list`)")
     entry.delete()
+    log_change("schedule.remove", name, {"task": entry.task})
 
 
 def set_enabled(app, name: str, enabled: bool) -> ScheduleView:
@@ -288,6 +293,7 @@ def set_enabled(app, name: str, enabled: bool) -> ScheduleView:
         client = _redis(app)
         current = json.loads(client.hget(key, name) or "{}")
         client.hset(key, name, json.dumps({**current, "enabled": enabled}))
+    log_change("schedule.enable" if enabled else "schedule.disable", name)
     if entry is not None:
         entry.enabled = enabled
         entry.save()  # keeps meta (last run) as it is
