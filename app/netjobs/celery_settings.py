@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from netjobs.config import Settings
-from netjobs.queues import QueueTimeLimits, declare_queues, route_task
+from netjobs.queues import DEFAULT_PRIORITY, PRIORITY_STEPS, QueueTimeLimits, declare_queues, route_task
 from netjobs.redis_clients import SentinelURL, tls_options
 from netjobs.schedule import default_schedule
 
@@ -34,11 +34,11 @@ def tls_settings(s: Settings) -> dict:
 def sentinel_settings(s: Settings, transport: dict) -> dict:
     """Redis Sentinel for each connection whose URL is sentinel:// (kombu, Celery's results, RedBeat)."""
     settings = {}
-    for key, url in (("broker_transport_options", s.broker_url),
-                     ("result_backend_transport_options", s.result_backend_url)):
+    for key, url, extra in (("broker_transport_options", s.broker_url, {"priority_steps": list(PRIORITY_STEPS)}),
+                            ("result_backend_transport_options", s.result_backend_url, {})):
         if url.startswith("sentinel://"):
             parsed = SentinelURL.parse(url)
-            settings[key] = {**transport, "master_name": s.redis_sentinel_master,
+            settings[key] = {**transport, **extra, "master_name": s.redis_sentinel_master,
                              **({"sentinel_kwargs": parsed.credentials} if parsed.credentials else {})}
     if s.redbeat_url.startswith("sentinel://"):
         parsed = SentinelURL.parse(s.redbeat_url)
@@ -66,7 +66,7 @@ def celery_settings(s: Settings) -> dict:
         "result_backend": s.result_backend_url,
         # Celery's loader maps redis:// result URLs to this class (see netjobs.redis_backend).
         "override_backends": {scheme: "netjobs.redis_backend:RedisBackend" for scheme in ("redis", "rediss")},
-        "broker_transport_options": dict(transport),
+        "broker_transport_options": {**transport, "priority_steps": list(PRIORITY_STEPS)},
         "result_backend_transport_options": dict(transport),
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
@@ -94,6 +94,7 @@ def celery_settings(s: Settings) -> dict:
         "worker_redirect_stdouts_level": s.log_level,
         "task_queues": declare_queues(s),
         "task_default_queue": "default",
+        "task_default_priority": DEFAULT_PRIORITY,
         "task_default_exchange": "default",
         "task_default_routing_key": "default",
         "task_routes": (route_task,),

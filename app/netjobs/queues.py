@@ -17,6 +17,25 @@ ROUTES_BY_PREFIX: dict[str, str] = {
 }
 HEAVY_QUEUES = frozenset({"heavy"})
 
+# kombu's Redis transport keeps one list per queue and priority step and pops the lowest step first:
+# 0 is the most urgent. Jobs are "normal" unless asked otherwise, so that "high" and "urgent" ones
+# (`submit --priority`, `backup DEVICE --now`) overtake a backlog.
+PRIORITY_STEPS = (0, 3, 6, 9)
+PRIORITIES = {"urgent": 0, "high": 3, "normal": 6, "low": 9}
+DEFAULT_PRIORITY = PRIORITIES["normal"]
+
+
+def parse_priority(text: str | int) -> int:
+    """A priority name (urgent, high, normal, low) or a number 0-9 (0 is the most urgent)."""
+    from netjobs.errors import ValidationError
+
+    raw = str(text).strip().lower()
+    if raw in PRIORITIES:
+        return PRIORITIES[raw]
+    if raw.isdigit() and 0 <= int(raw) <= 9:
+        return int(raw)
+    raise ValidationError(f"invalid priority {text!r}: one of {', '.join(PRIORITIES)} or 0-9 (0 is the most urgent)")
+
 
 def queue_for_task(name: str) -> str:
     """The queue a task runs on unless the caller names another one."""

@@ -74,7 +74,7 @@ def test_heavy_tasks_get_heavy_time_limits():
     [
         ({"NETJOBS_BROKER_URL": None}, "NETJOBS_BROKER_URL is not set"),
         ({"NETJOBS_DATABASE_URL": ""}, "NETJOBS_DATABASE_URL is not set"),
-        ({"NETJOBS_BROKER_URL": "amqp://x"}, "NETJOBS_BROKER_URL must be a redis:// or rediss:// URL"),
+        ({"NETJOBS_BROKER_URL": "amqp://x"}, "NETJOBS_BROKER_URL must be a redis://, rediss:// or sentinel:// URL"),
         ({"NETJOBS_BROKER_URL": "redis://h:notaport/0"}, "NETJOBS_BROKER_URL has an invalid port"),
         ({"NETJOBS_DATABASE_URL": "mysql://x/y"}, "NETJOBS_DATABASE_URL must be a postgresql+psycopg2:// URL"),
         ({"NETJOBS_DATABASE_URL": "postgresql://u@h/"}, "NETJOBS_DATABASE_URL has no database name"),

@@ -25,9 +25,9 @@ def test_queue_lengths_count_waiting_messages_and_priority_sublists(celery_app, 
     name = unconsumed_queue.name
     assert queue_lengths(redis_client, [name]) == {name: 0}
     for _ in range(3):
-        celery_app.send_task("netjobs.diag.ping", queue=unconsumed_queue)
+        celery_app.send_task("netjobs.diag.ping", queue=unconsumed_queue, priority=0)
     for _ in range(2):
-        celery_app.send_task("netjobs.diag.ping", queue=unconsumed_queue, priority=9)
+        celery_app.send_task("netjobs.diag.ping", queue=unconsumed_queue, priority=6)  # normal: a sub-list
     assert redis_client.llen(name) == 3  # the plain list alone misses the prioritised messages
     assert queue_lengths(redis_client, [name, "default"]) == {name: 5, "default": 0}
 

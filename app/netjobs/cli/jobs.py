@@ -32,10 +32,10 @@ def wait_seconds(text: str | None, option: str = "--timeout") -> float | None:
 
 
 def send(name: str, kwargs: dict, queue: str | None = None, countdown: float | None = None,
-         wait: bool = False, wait_timeout: float | None = None, judge=None) -> int:
+         wait: bool = False, wait_timeout: float | None = None, judge=None, priority: int | None = None) -> int:
     """Send a task (after checking its name, arguments and queue), print its id, maybe follow it."""
     from netjobs.history import recorder
-    from netjobs.queues import queue_for_task
+    from netjobs.queues import DEFAULT_PRIORITY, queue_for_task
     from netjobs.tasks.base import check_delay
 
     app = celery_app()
@@ -47,6 +47,7 @@ def send(name: str, kwargs: dict, queue: str | None = None, countdown: float | N
     options = {"queue": queue or queue_for_task(task.name)}
     if countdown:
         options["countdown"] = countdown
+    options["priority"] = DEFAULT_PRIORITY if priority is None else priority
     result = app.send_task(task.name, kwargs=kwargs, **options)
     recorder.flush()  # so `status ID` from another shell knows the job at once
     note(f"submitted {task.name} to queue {options['queue']}: {result.id}")
@@ -157,14 +158,20 @@ def summary_judge(value) -> int:
               help="Keyword argument; V is JSON when it parses (1, true, null, [..], {..}), else text.")
 @click.option("--queue", default=None, help="Send to this queue instead of the routed one.")
 @click.option("--countdown", default=None, metavar="S", help="Start no earlier than S seconds from now.")
+@click.option("--priority", default=None, metavar="P",
+              help="urgent, high, normal (the default) or low, or 0-9 with 0 the most urgent: "
+                   "ahead of the jobs with a lower one waiting in the same queue.")
 @wait_option
 @timeout_option
-def submit(task_name, args, queue, countdown, wait_, timeout):
+def submit(task_name, args, queue, countdown, priority, wait_, timeout):
     """Send any netjobs task, e.g. `submit netjobs.diag.sleep --arg seconds=5 --wait`."""
+    from netjobs.queues import parse_priority
+
     kwargs = parse_task_args(args)
     delay = parse_seconds(countdown, "--countdown") if countdown is not None else None
     raise SystemExit(send(task_name, kwargs, queue=queue, countdown=delay, wait=wait_,
-                          wait_timeout=wait_seconds(timeout)))
+                          wait_timeout=wait_seconds(timeout),
+                          priority=parse_priority(priority) if priority is not None else None))
 
 
 @click.command()
@@ -201,20 +208,25 @@ def sweep(prefix, ports, probe_timeout, devices, site, tag, icmp, wait_, wait_ti
 @click.option("--all", "all_", is_flag=True, help="Back up every enabled device (or those of --site/--tag).")
 @click.option("--site", default=None)
 @click.option("--tag", default=None)
+@click.option("--now", is_flag=True, help="With DEVICE: ahead of every backup waiting in the queue (urgent priority).")
 @wait_option
 @timeout_option
-def backup(device, all_, site, tag, wait_, timeout):
+def backup(device, all_, site, tag, now, wait_, timeout):
     """Back up DEVICE's configuration, or --all devices, into the config archive."""
+    from netjobs.queues import PRIORITIES
+
     if bool(device) == all_:
         raise ValidationError("give a DEVICE or --all")
     if device and (site or tag):
         raise ValidationError("--site and --tag go with --all")
+    if now and not device:
+        raise ValidationError("--now goes with a DEVICE (a whole fleet cannot jump its own queue)")
     if device:
         from netjobs.services.devices import get_device
 
         get_device(device)  # an unknown name fails here, with exit 2, not later on a worker
         raise SystemExit(send("netjobs.backup.device", {"device": device}, wait=wait_,
-                              wait_timeout=wait_seconds(timeout)))
+                              wait_timeout=wait_seconds(timeout), priority=PRIORITIES["urgent"] if now else None))
     kwargs = {k: v for k, v in (("site", site), ("tag", tag)) if v}
     raise SystemExit(send("netjobs.backup.all", kwargs, wait=wait_, wait_timeout=wait_seconds(timeout)))
 

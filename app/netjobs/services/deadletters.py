@@ -20,6 +20,7 @@ from netjobs import spool
 from netjobs.db.engine import session_scope
 from netjobs.db.models import DeadLetter
 from netjobs.errors import NotFoundError
+from netjobs.queues import DEFAULT_PRIORITY
 from netjobs.services.audit import log_change
 
 ERROR_LIMIT = 10_000
@@ -178,7 +179,8 @@ def requeue_dead_letter(dead_letter_id: int, send_task) -> str:
             raise NotFoundError(f"no dead letter with id {dead_letter_id}")
         if row.requeued_at is not None:
             raise NotFoundError(f"dead letter {dead_letter_id} was already requeued as {row.requeued_task_id}")
-        options = {"queue": row.queue} if row.queue else {}
+        # Explicit: app.send_task applies task_default_priority only to tasks the app has loaded.
+        options = {"priority": DEFAULT_PRIORITY, **({"queue": row.queue} if row.queue else {})}
         result = send_task(row.task_name, args=row.args, kwargs=row.kwargs, **options)
         row.requeued_at = datetime.now(timezone.utc)
         row.requeued_task_id = result.id

@@ -9,11 +9,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from netjobs.config import Settings, get_settings
+from netjobs.queues import PRIORITY_STEPS
 
 # kombu's Redis transport keeps a queue's messages in the list named after the queue, and those
 # sent with a priority in sublists "<queue>\x06\x16<step>" (kombu.transport.redis: sep, priority_steps).
 KOMBU_PRIORITY_SEP = "\x06\x16"
-KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
+KOMBU_PRIORITY_STEPS = PRIORITY_STEPS
 # A beat ticks at least every beat_max_interval; a tick may take this long on top.
 BEAT_TICK_GRACE = 15
 
