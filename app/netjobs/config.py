@@ -7,6 +7,7 @@ one line on stderr instead of a traceback.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import zoneinfo
@@ -69,6 +70,9 @@ class Settings:
     retry_backoff: float = 2.0
     retry_backoff_max: float = 300.0
     log_level: str = "INFO"
+    exporter_listen: tuple[str, int] = ("127.0.0.1", 9808)
+    exporter_basic_auth_file: str = ""
+    exporter_cache_seconds: float = 10.0
 
     @property
     def queues(self) -> tuple[str, ...]:
@@ -231,6 +235,21 @@ def _readable_file(raw: str) -> str:
     return path
 
 
+def _listen_address(raw: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPV6]:PORT``; HOST an IP address (the exporter binds it, no name lookups)."""
+    host, sep, port = raw.strip().rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"must be HOST:PORT (e.g. 127.0.0.1:9808), got {raw!r}")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"must name an IP address to listen on, got {host!r}") from None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"has an invalid port {port!r} (1-65535)")
+    return host, int(port)
+
+
 # --- loading ---------------------------------------------------------------------------------
 
 
@@ -293,6 +312,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         retry_backoff=read("RETRY_BACKOFF", _float_between(0.01, 3600), 2.0),
         retry_backoff_max=read("RETRY_BACKOFF_MAX", _float_between(0.01, 86400), 300.0),
         log_level=read("LOG_LEVEL", _log_level, "INFO"),
+        exporter_listen=read("EXPORTER_LISTEN", _listen_address, ("127.0.0.1", 9808)),
+        exporter_basic_auth_file=read("EXPORTER_BASIC_AUTH_FILE", _readable_file, ""),
+        exporter_cache_seconds=read("EXPORTER_CACHE_SECONDS", _float_between(0, 3600), 10.0),
     )
     settings = Settings(**values)
     _check_relations(settings)
@@ -338,6 +360,11 @@ def _check_relations(s: Settings) -> None:
             f"minus the longest task time limit ({s.visibility_timeout}s - {s.longest_time_limit}s), or a task "
             "waiting to be retried is delivered twice"
         )
+    # The metrics name devices, sites and tasks: beyond this host only with a password.
+    if not ipaddress.ip_address(s.exporter_listen[0]).is_loopback and not s.exporter_basic_auth_file:
+        raise ConfigError(f"NETJOBS_EXPORTER_LISTEN ({s.exporter_listen[0]}) is not a loopback address, but "
+                          "NETJOBS_EXPORTER_BASIC_AUTH_FILE is not set: set it (user:bcrypt-hash lines) or listen "
+                          "on 127.0.0.1")
     # Only one beat may run: its lock must outlive the longest pause between two ticks.
     if s.redbeat_lock_timeout <= s.beat_max_interval:
         raise ConfigError(

@@ -40,7 +40,7 @@ from datetime import datetime, timezone
 
 from celery import signals
 
-from netjobs import actor, spool
+from netjobs import actor, metrics, spool
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,9 @@ class RunEvent:
     result_summary: str | None = None
     error: str | None = None
     submitted_by: str | None = None
+    # Not columns: for the task metrics in Redis (netjobs.metrics), counted once per event.
+    queue_wait: float | None = None
+    counted: bool = False
 
     def merge(self, newer: RunEvent) -> RunEvent:
         """Fold a later event for the same task into this one (same rules as the SQL upsert)."""
@@ -223,6 +226,8 @@ class HistoryRecorder:
         self._spool_trouble: dict[str, str] = {}  # spool list -> why it takes nothing (said once)
         self._spool_retry_at: dict[str, float] = {}
         self._dropped = 0
+        self._count_failing = False
+        self._count_retry_at = 0.0
 
     @property
     def database_down(self) -> bool:
@@ -263,6 +268,7 @@ class HistoryRecorder:
                 self._store_dead_letters(letters)
             if not pending:
                 return 0
+            self._count(pending)
             rows = fold(pending)
             if self._down_since is None:
                 try:
@@ -275,6 +281,25 @@ class HistoryRecorder:
             if self._spool_rows(rows):
                 self._report_drops()
             return 0
+
+    def _count(self, events: list[RunEvent]) -> None:
+        """Add the events to the task counters in Redis (one pipeline). Rows put back into the buffer
+        after a failed spool are not counted again; counts Redis cannot take are lost, not retried."""
+        fresh = [event for event in events if not event.counted]
+        for event in fresh:
+            event.counted = True
+        # While Redis is unreachable, try only every PROBE_INTERVAL: a flush must not wait on it each time.
+        if not fresh or (self._count_failing and time.monotonic() < self._count_retry_at):
+            return
+        try:
+            metrics.count_events(spool.client(), fresh)
+        except Exception as exc:  # noqa: BLE001 - metrics must never break history
+            self._count_retry_at = time.monotonic() + PROBE_INTERVAL
+            if not self._count_failing:
+                log.warning("job history: cannot count task metrics in Redis (%s)", spool.describe(exc))
+                self._count_failing = True
+        else:
+            self._count_failing = False
 
     def _report_drops(self) -> None:
         if self._dropped:
@@ -634,7 +659,8 @@ def _request_fields(request) -> dict:
 def _on_started(task_id=None, task=None, **_):
     _started[task_id] = time.monotonic()
     now = _now()
-    recorder.record(RunEvent(task_id=task_id, state=STARTED, state_at=now, started_at=now, **_request_fields(task.request)))
+    recorder.record(RunEvent(task_id=task_id, state=STARTED, state_at=now, started_at=now,
+                             queue_wait=metrics.queue_wait(task.request), **_request_fields(task.request)))
 
 
 def _finished(task_id: str, state: str, request, **extra) -> None:

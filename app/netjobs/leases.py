@@ -33,7 +33,7 @@ from netjobs.config import Settings, get_settings
 log = logging.getLogger(__name__)
 
 LEASES_KEY = "netjobs:leases"  # zset: worker name -> time its lease expires
-LEASE_KEY = "netjobs:lease:{worker}"  # JSON {"pid", "renewed_at", "tags"}, expires with the lease
+LEASE_KEY = "netjobs:lease:{worker}"  # JSON {"pid", "renewed_at", "tags", "queues"}, expires with the lease
 REAPER_LOCK_KEY = "netjobs:leases:reaper"
 # kombu's key names for unacknowledged messages (netjobs sets no global key prefix).
 UNACKED_KEY = KombuRedisChannel.unacked_key
@@ -81,9 +81,11 @@ def held_delivery_tags() -> set[str]:
     return tags
 
 
-def renew_lease(client, worker: str, tags: set[str], lease_seconds: int, now: float | None = None) -> None:
+def renew_lease(client, worker: str, tags: set[str], lease_seconds: int, now: float | None = None,
+                queues: list[str] | None = None) -> None:
+    """``queues``: the queues the worker consumes (the exporter counts consumers per queue)."""
     now = time.time() if now is None else now
-    value = json.dumps({"pid": os.getpid(), "renewed_at": now, "tags": sorted(tags)})
+    value = json.dumps({"pid": os.getpid(), "renewed_at": now, "tags": sorted(tags), "queues": sorted(queues or ())})
     with client.pipeline(transaction=False) as pipe:
         pipe.set(LEASE_KEY.format(worker=worker), value, ex=lease_seconds)
         pipe.zadd(LEASES_KEY, {worker: now + lease_seconds})
@@ -182,7 +184,8 @@ class LeaseKeeper:
         now = time.time() if now is None else now
         try:
             client = self._redis()
-            renew_lease(client, self.worker_name, held_delivery_tags(), self.settings.worker_lease_seconds, now)
+            renew_lease(client, self.worker_name, held_delivery_tags(), self.settings.worker_lease_seconds, now,
+                        queues=self._consumed_queues())
         except redis.RedisError as exc:
             self._renewing_since = None
             if not self._failing:
@@ -200,6 +203,13 @@ class LeaseKeeper:
             return self.reap(client, now)
         except redis.RedisError as exc:
             log.warning("worker lease: reaping failed (%s)", exc)
+            return []
+
+    def _consumed_queues(self) -> list[str]:
+        # -Q selects app.amqp.queues.consume_from; add_consumer/cancel_consumer change it at run time.
+        try:
+            return sorted(self.app.amqp.queues.consume_from)
+        except Exception:  # noqa: BLE001 - the lease matters more than this detail
             return []
 
     def reap(self, client, now: float) -> list[HeldMessage]:

@@ -1,0 +1,3 @@
+from netjobs.exporter import main
+
+raise SystemExit(main())
