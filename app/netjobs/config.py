@@ -73,6 +73,11 @@ class Settings:
     exporter_listen: tuple[str, int] = ("127.0.0.1", 9808)
     exporter_basic_auth_file: str = ""
     exporter_cache_seconds: float = 10.0
+    syslog_listen: tuple[str, int] = ("127.0.0.1", 5514)
+    syslog_debounce_seconds: float = 120.0
+    syslog_device_refresh_seconds: float = 60.0
+    syslog_max_line_bytes: int = 8192
+    syslog_linux_pattern: str = ""
 
     @property
     def queues(self) -> tuple[str, ...]:
@@ -250,6 +255,19 @@ def _listen_address(raw: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _user_pattern(raw: str) -> str:
+    """A Python regular expression with a named group ``user`` (empty: disabled)."""
+    if not raw.strip():
+        return ""
+    try:
+        pattern = re.compile(raw)
+    except re.error as exc:
+        raise ValueError(f"is not a valid regular expression ({exc})") from None
+    if "user" not in pattern.groupindex:
+        raise ValueError("must have a named group (?P<user>...) for the user who made the change")
+    return raw
+
+
 # --- loading ---------------------------------------------------------------------------------
 
 
@@ -315,6 +333,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         exporter_listen=read("EXPORTER_LISTEN", _listen_address, ("127.0.0.1", 9808)),
         exporter_basic_auth_file=read("EXPORTER_BASIC_AUTH_FILE", _readable_file, ""),
         exporter_cache_seconds=read("EXPORTER_CACHE_SECONDS", _float_between(0, 3600), 10.0),
+        syslog_listen=read("SYSLOG_LISTEN", _listen_address, ("127.0.0.1", 5514)),
+        syslog_debounce_seconds=read("SYSLOG_DEBOUNCE_SECONDS", _float_between(0.1, 86400), 120.0),
+        syslog_device_refresh_seconds=read("SYSLOG_DEVICE_REFRESH_SECONDS", _float_between(1, 86400), 60.0),
+        syslog_max_line_bytes=read("SYSLOG_MAX_LINE_BYTES", _int_between(480, 1 << 20), 8192),
+        syslog_linux_pattern=read("SYSLOG_LINUX_PATTERN", _user_pattern, ""),
     )
     settings = Settings(**values)
     _check_relations(settings)

@@ -32,12 +32,14 @@ def configs_log(device, include_unchanged, limit, as_json):
     if as_json:
         print_json([r.as_dict() for r in revisions])
         return
-    table = new_table(f"{device}: {len(revisions)} revisions", ("rev", "collected", "lines", "hash", "git", "task"),
+    table = new_table(f"{device}: {len(revisions)} revisions",
+                      ("rev", "collected", "lines", "hash", "git", "changed by", "task"),
                       no_wrap=("rev", "collected", "hash"))
     for r in revisions:
         table.add_row(str(r.revision), short_time(r.collected_at),
                       _lines(r.lines_added, r.lines_removed) if r.changed else "unchanged",
-                      r.content_hash[:12], (r.git_commit or "")[:12], escape(r.task_id or ""))
+                      r.content_hash[:12], (r.git_commit or "")[:12], escape(r.changed_by or ""),
+                      escape(r.task_id or ""))
     out().print(table)
 
 

@@ -166,6 +166,8 @@ class ConfigSnapshot(Base):
     # Against the device's previous snapshot; NULL for snapshots older than the archive (0003).
     lines_added: Mapped[int | None] = mapped_column(Integer)
     lines_removed: Mapped[int | None] = mapped_column(Integer)
+    # Who changed the configuration, as the device's syslog message named them (0005); NULL otherwise.
+    changed_by: Mapped[str | None] = mapped_column(String(255))
 
     device: Mapped[Device] = relationship(back_populates="snapshots")
 

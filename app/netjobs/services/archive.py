@@ -63,8 +63,13 @@ def line_changes(old: str | None, new: str) -> tuple[int | None, int | None]:
     return added, removed
 
 
-def store_snapshot(device_id: int, content: str, digest: str, task_id: str | None) -> StoredSnapshot:
+def store_snapshot(device_id: int, content: str, digest: str, task_id: str | None,
+                   changed_by: str | None = None) -> StoredSnapshot:
     """Record one backup of a device. Safe to repeat: the same task id returns its first snapshot.
+
+    ``changed_by`` (the user a device's syslog message named) is kept on the row written, changed or
+    not: a change that left the configuration as it was (or that an earlier backup already caught)
+    still says who touched the device.
 
     The device row is locked for the transaction, so two backups of one device (a redelivery racing
     the original, or two operators) decide "changed" one after the other.
@@ -99,10 +104,14 @@ def store_snapshot(device_id: int, content: str, digest: str, task_id: str | Non
         snapshot_id = session.scalar(
             insert(ConfigSnapshot)
             .values(device_id=device_id, content_hash=digest, changed=changed, task_id=task_id,
-                    lines_added=added, lines_removed=removed)
+                    lines_added=added, lines_removed=removed, changed_by=_column_text(changed_by, 255))
             .returning(ConfigSnapshot.id)
         )
         return StoredSnapshot(snapshot_id, changed, added, removed)
+
+
+def _column_text(value: str | None, width: int) -> str | None:
+    return value[:width] if value else None
 
 
 # --- history -----------------------------------------------------------------------------------
@@ -121,6 +130,7 @@ class Revision:
     lines_removed: int | None
     git_commit: str | None
     task_id: str | None
+    changed_by: str | None = None
 
     def as_dict(self) -> dict:
         data = asdict(self)
@@ -139,7 +149,7 @@ def _revision_query(device_id: int):
     return (
         select(ConfigSnapshot.id, Device.name, ConfigSnapshot.collected_at, ConfigSnapshot.content_hash,
                ConfigSnapshot.changed, ConfigSnapshot.lines_added, ConfigSnapshot.lines_removed,
-               ConfigSnapshot.git_commit, ConfigSnapshot.task_id)
+               ConfigSnapshot.git_commit, ConfigSnapshot.task_id, ConfigSnapshot.changed_by)
         .join(Device, Device.id == ConfigSnapshot.device_id)
         .where(ConfigSnapshot.device_id == device_id)
     )

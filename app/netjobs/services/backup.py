@@ -228,8 +228,11 @@ def prepare_config(platform: str, raw: str, settings: Settings) -> str:
     return text
 
 
-def backup_device(name: str, task_id: str | None = None, settings: Settings | None = None) -> BackupResult:
-    """Back up one device into the archive. Safe to repeat: the same task id adds no second snapshot."""
+def backup_device(name: str, task_id: str | None = None, settings: Settings | None = None,
+                  changed_by: str | None = None) -> BackupResult:
+    """Back up one device into the archive. Safe to repeat: the same task id adds no second snapshot.
+
+    ``changed_by``: who changed the configuration (from the device's syslog message), kept with the snapshot."""
     from netjobs.services.archive import store_snapshot
     from netjobs.services.hostkeys import pinned_host_key
 
@@ -241,7 +244,7 @@ def backup_device(name: str, task_id: str | None = None, settings: Settings | No
     check_complete(target, raw)
     text = prepare_config(target.platform, raw, settings)
     digest = content_hash(text)
-    stored = store_snapshot(target.id, text, digest, task_id)
+    stored = store_snapshot(target.id, text, digest, task_id, changed_by=changed_by)
     status = "changed" if stored.changed else "unchanged"
     log.info("backup %s: %s (snapshot %d, +%s -%s)", target.name, status, stored.snapshot_id,
              stored.lines_added, stored.lines_removed)

@@ -36,14 +36,16 @@ def _optional_text(name: str, value) -> str | None:
 
 
 @app.task(base=NetjobsTask, bind=True, name="netjobs.backup.device")
-def device(self, device: str, run_id: str | None = None) -> dict:
+def device(self, device: str, run_id: str | None = None, changed_by: str | None = None) -> dict:
     """Back up one device: {"device", "status": "changed"|"unchanged", "commit", "snapshot_id"}.
 
     ``run_id`` is set by ``backup.all``: failures then come back as {"status": "failed", "error"}, and
-    job history records the device's run as FAILURE.
+    job history records the device's run as FAILURE. ``changed_by`` is set by the syslog receiver
+    (netjobs.syslog): the user the device's configuration-change message named, kept with the snapshot.
     """
+    changed_by = _optional_text("changed_by", changed_by)
     try:
-        result = backup_device(device, task_id=self.request.id).as_dict()
+        result = backup_device(device, task_id=self.request.id, changed_by=changed_by).as_dict()
     except Exception as exc:
         if run_id is None or _will_retry(self, exc):
             raise
