@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from netjobs import metrics
 from netjobs.config import Settings
 from netjobs.exporter.database_state import DatabaseReading, published_times, read_database
-from netjobs.exporter.redis_state import RedisReading, read_redis
+from netjobs.exporter.redis_state import RedisReading, oldest_published_at, read_redis
 
 log = logging.getLogger(__name__)
 
@@ -86,22 +86,15 @@ class NetjobsCollector(Collector):
 
     def _oldest_times(self, reading: RedisReading) -> dict[str, float]:
         """Publish time of the oldest message of each queue (header, else job_runs.published_at)."""
-        unknown = [m.task_id for messages in reading.oldest.values() for m in messages
-                   if m.published_at is None and m.task_id]
-        looked_up: dict[str, float] = {}
-        if unknown:
+        def lookup(task_ids: list[str]) -> dict[str, float]:
             try:
-                looked_up = published_times(self._database(), unknown)
+                return published_times(self._database(), task_ids)
             except Exception as exc:  # noqa: BLE001
                 self._errors["database"] += 1
                 log.warning("exporter: cannot look up publish times: %s", exc)
-        times = {}
-        for queue, messages in reading.oldest.items():
-            known = [m.published_at if m.published_at is not None else looked_up.get(m.task_id) for m in messages]
-            known = [t for t in known if t is not None]
-            if known:
-                times[queue] = min(known)
-        return times
+                return {}
+
+        return oldest_published_at(reading.oldest, lookup)
 
     def _own_families(self, readings: dict, took: dict) -> list:
         errors = CounterMetricFamily("netjobs_exporter_scrape_errors", "Reads of a source that failed, by source.",

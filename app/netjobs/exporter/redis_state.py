@@ -34,6 +34,7 @@ class Worker:
     host: str
     alive: bool
     queues: list[str] = field(default_factory=list)
+    held: int = 0  # messages in its lease: running, prefetched or waiting for an ETA (0 when not alive)
 
 
 @dataclass
@@ -152,14 +153,16 @@ def read_redis(broker, beat, settings: Settings) -> RedisReading:
     payloads = answers.pop(0) if alive else []
     entries = answers if beat is broker else (beat_second.execute() if len(beat_second) else [])
 
-    consumed = {}
+    consumed, held = {}, {}
     for name, payload in zip(alive, payloads):
         try:
-            consumed[name] = list(json.loads(payload).get("queues") or []) if payload else []
+            lease = json.loads(payload) if payload else {}
         except ValueError:
-            consumed[name] = []
+            lease = {}
+        consumed[name] = list(lease.get("queues") or [])
+        held[name] = len(lease.get("tags") or ())
     workers = [Worker(*_split_worker(_text(name)), alive=_text(name) in consumed,
-                      queues=consumed.get(_text(name), [])) for name, _score in leases]
+                      queues=consumed.get(_text(name), []), held=held.get(_text(name), 0)) for name, _score in leases]
 
     schedules = []
     for (key, score), (definition, meta) in zip(schedule_scores, entries):
@@ -187,3 +190,21 @@ def read_redis(broker, beat, settings: Settings) -> RedisReading:
         beat_lock_held=pttl != -2, beat_holder_host=holder.get("host") if holder else None,
         beat_tick_age=tick_age, schedules=schedules, counters=counters, spool_entries=spool_entries,
     )
+
+
+def oldest_published_at(oldest: dict[str, list[OldestMessage]], lookup) -> dict[str, float]:
+    """Publish time (epoch seconds) of the oldest waiting message of each queue that has one.
+
+    A message's own header is used; for those without it, ``lookup(task_ids)`` (e.g.
+    :func:`netjobs.exporter.database_state.published_times`) answers from job_runs. It is called once,
+    only when needed.
+    """
+    unknown = [m.task_id for messages in oldest.values() for m in messages if m.published_at is None and m.task_id]
+    looked_up = lookup(unknown) if unknown else {}
+    times = {}
+    for queue, messages in oldest.items():
+        known = [m.published_at if m.published_at is not None else looked_up.get(m.task_id) for m in messages]
+        known = [t for t in known if t is not None]
+        if known:
+            times[queue] = min(known)
+    return times
