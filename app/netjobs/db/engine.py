@@ -44,6 +44,16 @@ def get_engine() -> Engine:
         return _engine
 
 
+def _after_fork_in_child() -> None:
+    # Another thread of the parent (the archive probe, say) may hold the lock at fork time; the
+    # child would then block for ever in worker_process_init. The inherited engine is dropped there.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def dispose_engine(close: bool = True) -> None:
     """Close (or, after a fork, forget) this process's pool."""
     global _engine, _engine_pid, _sessionmaker

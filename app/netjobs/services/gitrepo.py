@@ -40,6 +40,11 @@ def repo_lock(repo: Path) -> Iterator[None]:
     fd = os.open(repo, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        try:
+            yield
+        finally:
+            # Explicitly: a child forked meanwhile shares this descriptor, so closing ours alone
+            # would leave the lock held until that child exits.
+            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
-        os.close(fd)  # closing releases the lock
+        os.close(fd)
