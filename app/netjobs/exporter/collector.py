@@ -38,11 +38,9 @@ class NetjobsCollector(Collector):
 
     def _clients(self):
         if self._broker is None:
-            from netjobs.services.health import redis_client
+            from netjobs.services.health import broker_and_beat_clients
 
-            self._broker = redis_client(self.settings.broker_url)
-            same = self.settings.redbeat_url == self.settings.broker_url
-            self._beat = self._broker if same else redis_client(self.settings.redbeat_url)
+            self._broker, self._beat = broker_and_beat_clients(self.settings)
         return self._broker, self._beat
 
     def _database(self):

@@ -26,6 +26,12 @@ def redis_client(url: str | None = None):
     return redis_from_url(url, decode_responses=True, socket_connect_timeout=5, socket_timeout=5)
 
 
+def broker_and_beat_clients(settings: Settings):
+    """Clients for the broker's Redis and RedBeat's (the same client when they are one Redis)."""
+    broker = redis_client(settings.broker_url)
+    return broker, broker if settings.redbeat_url == settings.broker_url else redis_client(settings.redbeat_url)
+
+
 def queue_keys(queue: str) -> list[str]:
     return [queue if step == 0 else f"{queue}{KOMBU_PRIORITY_SEP}{step}" for step in KOMBU_PRIORITY_STEPS]
 
