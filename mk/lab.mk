@@ -13,8 +13,9 @@ MOLECULE := PATH="$(CURDIR)/$(VBIN):$$PATH" $(VBIN)/molecule --base-config molec
 LINT_PATHS := $(wildcard roles playbooks molecule inventories)
 
 .PHONY: lab-base lab-up lab-down lint molecule
-lab-base: deps ## build (or reuse) the cached base rootfs of the lab hosts
-	$(LAB) base
+lab-base: deps ## build (or reuse) the cached base rootfs of the lab hosts, Debian 12 and 13
+	$(LAB) base --release bookworm
+	$(LAB) base --release trixie
 
 lab-up: deps ## boot N plain lab hosts (N=3) and write inventories/lab/hosts-manual.yml
 	$(LAB) up --name $(LAB_UP_NAME) --hosts $(N) --subnet $(LAB_UP_SUBNET) --inventory $(LAB_UP_INVENTORY)
