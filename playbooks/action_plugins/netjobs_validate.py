@@ -1,0 +1,571 @@
+"""netjobs_validate: the rules of a netjobs inventory that span hosts (docs/deploy.md, "Validation").
+
+playbooks/validate.yml runs it in two stages, after each role's own checks (argument specs and
+preflight tasks) ran on every host with `include_role ... public: true`:
+
+  stage: view    on every host: read this host's effective settings (inventory, role defaults)
+                 and record which of them cannot even be evaluated. Secrets are not copied.
+  stage: report  once: combine the views with the roles' failures recorded by the play, apply the
+                 rules that span hosts, and fail with one line per problem, "HOST: VARIABLE ...".
+
+The rules themselves are plain functions (`cross_host_problems`, `wheel_problems`,
+`failure_messages`), unit-tested in app/tests/test_validate_plugin.py without Ansible running.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tarfile
+from typing import Any, Callable, Iterable, Mapping
+
+BUILTIN_QUEUES = ("default", "backup", "network", "heavy")
+NETJOBS_GROUPS = ("netjobs_workers", "netjobs_beat", "netjobs_flower")
+# Groups site.yml deploys; each needs a host (netjobs_flower may stay empty: Flower is optional).
+REQUIRED_GROUPS = {
+    "redis": "nothing would run the broker",
+    "postgresql": "nothing would run the database",
+    "netjobs_workers": "no task would ever run",
+    "netjobs_beat": "no schedule would ever fire",
+}
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+
+# Settings each stage reads, by the group whose hosts use them. Secrets are listed apart: the view
+# only says whether they are set; report compares them through hostvars.
+VIEW_VARS = {
+    "redis": ("redis_port", "redis_bind", "redis_app_user"),
+    "postgresql": (
+        "postgresql_port",
+        "postgresql_listen_addresses",
+        "postgresql_hba_clients",
+        "postgresql_netjobs_db",
+        "postgresql_netjobs_user",
+    ),
+    "netjobs": (
+        "netjobs_app_redis_host",
+        "netjobs_app_redis_port",
+        "netjobs_app_redis_username",
+        "netjobs_app_database_host",
+        "netjobs_app_database_port",
+        "netjobs_app_database_name",
+        "netjobs_app_database_username",
+        "netjobs_app_extra_queues",
+        "netjobs_app_wheelhouse_archive",
+        "netjobs_app_python",
+        "netjobs_processes_workers",
+        "netjobs_processes_flower_address",
+        "netjobs_processes_flower_management_address",
+    ),
+}
+SECRET_VARS = {
+    "redis": ("redis_app_password", "redis_monitor_password", "redis_admin_password"),
+    "postgresql": ("postgresql_netjobs_password",),
+    "netjobs": ("netjobs_app_redis_password", "netjobs_app_database_password", "netjobs_processes_flower_password"),
+}
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+# name-version(-build)?-python-abi-platform.whl (PEP 427); tags may be compressed with dots.
+_WHEEL = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-[0-9][^-]*)?-(?P<py>[^-]+)-(?P<abi>[^-]+)-(?P<plat>[^-]+)\.whl$")
+_MANYLINUX = re.compile(r"^manylinux_(\d+)_(\d+)_(.+)$")
+_LEGACY_MANYLINUX = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
+
+
+# --- small predicates ---------------------------------------------------------------------------
+
+
+def is_ip(value: Any) -> bool:
+    try:
+        ipaddress.ip_address(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def is_address(value: Any) -> bool:
+    """An IP address or a DNS host name (what the app may connect to)."""
+    if not isinstance(value, str) or not value:
+        return False
+    if is_ip(value):
+        return True
+    # A dotted quad that is not an IP (10.0.0.300) is a typo, not a host name.
+    if re.fullmatch(r"[0-9.]+", value):
+        return False
+    return bool(_HOSTNAME.match(value))
+
+
+def is_loopback(value: Any) -> bool:
+    if str(value).lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(str(value)).is_loopback
+    except ValueError:
+        return False
+
+
+def _int(value: Any) -> int | None:
+    """A port as a number; None when it is not one (the role's argument spec says so)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _listens_on(listen: Iterable[Any], address: str, wildcards: Iterable[str]) -> bool:
+    """Whether a listen list (redis_bind, postgresql_listen_addresses) covers `address`."""
+    entries = {str(entry).lstrip("-") for entry in listen or []}
+    if entries & set(wildcards):
+        return True
+    if is_loopback(address):
+        return any(is_loopback(entry) for entry in entries)
+    return address in entries
+
+
+def _in_cidrs(address: str, cidrs: Iterable[Any]) -> bool:
+    for cidr in cidrs or []:
+        try:
+            if ipaddress.ip_address(address) in ipaddress.ip_network(str(cidr), strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+# --- results of the roles' own checks ------------------------------------------------------------
+
+
+def failure_messages(result: Mapping[str, Any]) -> list[str]:
+    """One message per problem from a failed task result (argument specs, looped or plain assert)."""
+    if result.get("argument_errors"):
+        return [str(error).strip() for error in result["argument_errors"]]
+    items = [item for item in result.get("results") or [] if isinstance(item, Mapping) and item.get("failed")]
+    if items:
+        return [str(item.get("msg", "")).strip() for item in items if item.get("msg")]
+    message = str(result.get("msg") or "").strip()
+    return [message] if message else []
+
+
+# --- the wheelhouse and the hosts' interpreter ---------------------------------------------------
+
+
+def wheel_names(archive: str) -> list[str]:
+    """Wheel file names in a wheelhouse tar, read from the headers only."""
+    with tarfile.open(archive) as tar:
+        return sorted(name.rsplit("/", 1)[-1] for name in tar.getnames() if name.endswith(".whl"))
+
+
+def _wheel_fits_python(py_tags: list[str], abi_tags: list[str], version: tuple[int, int]) -> bool:
+    for py in py_tags:
+        generic = re.fullmatch(r"py(\d)(\d*)", py)
+        if generic and int(generic.group(1)) == version[0]:
+            return True
+        specific = re.fullmatch(r"cp(\d)(\d+)", py)
+        if not specific:
+            continue
+        tagged = (int(specific.group(1)), int(specific.group(2)))
+        # abi3 wheels run on their version and later; cpXY-cpXY only on that version.
+        if "abi3" in abi_tags and tagged[0] == version[0] and tagged <= version:
+            return True
+        if tagged == version:
+            return True
+    return False
+
+
+def _wheel_fits_platform(plat_tags: list[str], machine: str, glibc: tuple[int, int] | None) -> bool:
+    for plat in plat_tags:
+        if plat == "any":
+            return True
+        arch_ok = plat.endswith("_" + machine)
+        if not arch_ok:
+            continue
+        needed = None
+        match = _MANYLINUX.match(plat)
+        if match:
+            needed = (int(match.group(1)), int(match.group(2)))
+        else:
+            needed = _LEGACY_MANYLINUX.get(plat[: -len(machine) - 1])
+        if needed is None or glibc is None or glibc >= needed:
+            return True
+    return False
+
+
+def wheel_problems(names: Iterable[str], python: str, machine: str, glibc: str | None = None) -> list[str]:
+    """Projects of which no wheel could be installed on a host with this interpreter.
+
+    A wheelhouse may serve several Pythons (one wheel per project and Python): a project is fine
+    when one of its wheels fits. python: "3.11"; machine: "x86_64"; glibc: "2.36" or None.
+    """
+    version = tuple(int(part) for part in python.split(".")[:2])
+    libc = tuple(int(part) for part in glibc.split(".")[:2]) if glibc else None
+    wheels: dict[str, list[re.Match[str]]] = {}
+    for name in names:
+        match = _WHEEL.match(name)
+        if match:
+            wheels.setdefault(match["name"].lower().replace("_", "-"), []).append(match)
+    problems = []
+    for project, matches in sorted(wheels.items()):
+        python_ok = [m for m in matches if _wheel_fits_python(m["py"].split("."), m["abi"].split("."), version)]
+        if not python_ok:
+            tags = ", ".join(sorted({f"{m['py']}-{m['abi']}" for m in matches}))
+            problems.append(f"{project} has no wheel for Python {python} (only {tags})")
+        elif not any(_wheel_fits_platform(m["plat"].split("."), machine, libc) for m in python_ok):
+            plats = ", ".join(sorted({m["plat"] for m in python_ok}))
+            problems.append(f"{project} has no wheel for {machine} with glibc {glibc or '?'} (only {plats})")
+    return problems
+
+
+# --- the rules that span hosts -------------------------------------------------------------------
+
+SecretLookup = Callable[[str, str], Any]
+
+
+def _target(
+    host: str, address: Any, group: str, groups: Mapping[str, list[str]], views: Mapping[str, Mapping[str, Any]]
+) -> str | None:
+    """The host of `group` that `address`, used by `host`, points at."""
+    members = groups.get(group) or []
+    if is_loopback(address):
+        return host if host in members else None
+    for member in members:
+        if address in (member, (views.get(member) or {}).get("address")):
+            return member
+    return None
+
+
+def _secret_problems(
+    host: str, name: str, target: str, target_name: str, secret: SecretLookup, why: str
+) -> list[str]:
+    try:
+        value = secret(host, name)
+    except LookupError as error:
+        return [f"{host}: {name} cannot be evaluated: {error}"]
+    if value is None:
+        return []  # missing: the role's argument spec already says so
+    if str(value) == "":
+        return [f"{host}: {name} is empty"]
+    try:
+        expected = secret(target, target_name)
+    except LookupError:
+        return []  # reported on the target itself
+    if expected is not None and str(expected) != "" and str(value) != str(expected):
+        return [f"{host}: {name} differs from {target_name} on {target}: {why}"]
+    return []
+
+
+def _service_problems(
+    host: str,
+    view: Mapping[str, Any],
+    views: Mapping[str, Mapping[str, Any]],
+    groups: Mapping[str, list[str]],
+    secret: SecretLookup,
+    kind: str,
+) -> list[str]:
+    """netjobs_app's Redis or database settings on `host` against the host that runs that service."""
+    values = view.get("values") or {}
+    if kind == "redis":
+        group, prefix, port_var, user_pairs = "redis", "netjobs_app_redis", "redis_port", [("netjobs_app_redis_username", "redis_app_user")]
+        listen_var, wildcards = "redis_bind", ("0.0.0.0", "*", "::")
+        secret_pair = ("netjobs_app_redis_password", "redis_app_password", "the workers could not log in to Redis")
+    else:
+        group, prefix, port_var = "postgresql", "netjobs_app_database", "postgresql_port"
+        user_pairs = [("netjobs_app_database_name", "postgresql_netjobs_db"), ("netjobs_app_database_username", "postgresql_netjobs_user")]
+        listen_var, wildcards = "postgresql_listen_addresses", ("*", "0.0.0.0", "::")
+        secret_pair = ("netjobs_app_database_password", "postgresql_netjobs_password", "the app could not log in to PostgreSQL")
+    host_var = prefix + "_host"
+    address = values.get(host_var)
+    if address is None:
+        return []  # missing or not evaluable: reported elsewhere
+    if not is_address(address):
+        return [f"{host}: {host_var} must be an IP address or a host name, got '{address}'"]
+    target = _target(host, address, group, groups, views)
+    if target is None:
+        names = ", ".join(
+            f"{member} ({(views.get(member) or {}).get('address')})" for member in groups.get(group) or []
+        ) or "none"
+        loopback = " (loopback works only on a host of that group)" if is_loopback(address) else ""
+        return [f"{host}: {host_var} is '{address}', which is no host of group {group}{loopback}; hosts of {group}: {names}"]
+    problems = []
+    target_values = (views.get(target) or {}).get("values") or {}
+    port, target_port = _int(values.get(prefix + "_port")), _int(target_values.get(port_var))
+    if port is not None and target_port is not None and port != target_port:
+        problems.append(f"{host}: {prefix}_port is {port}, but {port_var} on {target} is {target_port}")
+    for mine, theirs in user_pairs:
+        if values.get(mine) is not None and target_values.get(theirs) is not None and values[mine] != target_values[theirs]:
+            problems.append(f"{host}: {mine} is '{values[mine]}', but {theirs} on {target} is '{target_values[theirs]}'")
+    listen = target_values.get(listen_var)
+    if listen is not None and not _listens_on(listen, str(address), wildcards):
+        problems.append(
+            f"{host}: {host_var} is '{address}', but {target} does not listen there ({listen_var}: {', '.join(map(str, listen))})"
+        )
+    if kind == "postgresql" and target != host and not is_loopback(address):
+        own = (views.get(host) or {}).get("address")
+        clients = target_values.get("postgresql_hba_clients")
+        if clients is not None and own and is_ip(own) and not _in_cidrs(own, clients):
+            problems.append(
+                f"{host}: its address {own} is in no CIDR of postgresql_hba_clients on {target} "
+                f"({', '.join(map(str, clients)) or 'empty'}): PostgreSQL would refuse it"
+            )
+    problems += _secret_problems(host, secret_pair[0], target, secret_pair[1], secret, secret_pair[2])
+    return problems
+
+
+def _app_hosts(views: Mapping[str, Mapping[str, Any]], groups: Mapping[str, list[str]]) -> list[str]:
+    """Hosts running netjobs code that this run looked at (not those left out by --limit)."""
+    return [
+        host
+        for host, view in views.items()
+        if "values" in view and any(host in (groups.get(group) or []) for group in NETJOBS_GROUPS)
+    ]
+
+
+def cross_host_problems(
+    views: Mapping[str, Mapping[str, Any]], groups: Mapping[str, list[str]], secret: SecretLookup
+) -> list[str]:
+    """Every problem of an inventory that no single role can see, one line each.
+
+    views: per host, what stage `view` recorded: address, values (settings), undefined
+    ({variable: error}). groups: group name -> hosts. secret(host, name): a secret's value,
+    None when not set, LookupError when it cannot be evaluated.
+    """
+    problems: list[str] = []
+    for group, why in REQUIRED_GROUPS.items():
+        if not groups.get(group):
+            problems.append(f"inventory: group {group} has no host: {why}")
+    for host, view in views.items():
+        for name, error in sorted((view.get("undefined") or {}).items()):
+            problems.append(f"{host}: {name} cannot be evaluated: {error}")
+
+    app_hosts = _app_hosts(views, groups)
+    for host in app_hosts:
+        view = views[host]
+        problems += _service_problems(host, view, views, groups, secret, "redis")
+        problems += _service_problems(host, view, views, groups, secret, "postgresql")
+        values = view.get("values") or {}
+        for name in ("netjobs_processes_flower_address", "netjobs_processes_flower_management_address"):
+            value = values.get(name)
+            if value not in (None, "") and not is_ip(value):
+                problems.append(f"{host}: {name} must be an IP address (Flower binds it), got '{value}'")
+
+    # Routing is by name on every host: each must know the same extra queues.
+    routed = {host: sorted(views[host].get("values", {}).get("netjobs_app_extra_queues") or []) for host in app_hosts}
+    if routed:
+        reference_host = app_hosts[0]
+        for host in app_hosts[1:]:
+            if routed[host] != routed[reference_host]:
+                problems.append(
+                    f"{host}: netjobs_app_extra_queues is {routed[host]}, but {routed[reference_host]} on "
+                    f"{reference_host}: every netjobs host must route the same queues"
+                )
+
+    # Every queue needs a consumer somewhere, or its tasks wait forever.
+    worker_hosts = list(groups.get("netjobs_workers") or [])
+    consumed: set[str] = set()
+    known = True
+    for host in worker_hosts:
+        if "values" not in (views.get(host) or {}) or views[host].get("role_failures"):
+            known = False  # left out by --limit, or refused by a role: its workers are unknown
+            continue
+        workers = (views[host].get("values") or {}).get("netjobs_processes_workers")
+        if not isinstance(workers, list):
+            known = False  # not evaluable here: reported already
+            continue
+        for worker in workers:
+            if isinstance(worker, Mapping):
+                consumed.update(worker.get("queues") or [])
+                consumed.update(worker.get("extra_queues") or [])
+    if worker_hosts and known:
+        wanted = list(BUILTIN_QUEUES) + sorted({q for host in app_hosts for q in routed.get(host, [])})
+        for queue in wanted:
+            if queue not in consumed:
+                problems.append(
+                    f"netjobs_workers: no worker group consumes queue '{queue}' (netjobs_processes_workers on "
+                    f"{', '.join(worker_hosts)}): its tasks would wait forever"
+                )
+    return problems
+
+
+def python_problems(host: str, view: Mapping[str, Any], names_of: Callable[[str], list[str]]) -> list[str]:
+    """The wheelhouse against the interpreter netjobs_app builds the venv from, on one host."""
+    values = view.get("values") or {}
+    python = view.get("python") or {}
+    archive = values.get("netjobs_app_wheelhouse_archive")
+    interpreter = values.get("netjobs_app_python")
+    if python.get("error"):
+        return [f"{host}: netjobs_app_python ({interpreter}) does not run: {python['error']}"]
+    if not archive or not python.get("version"):
+        return []
+    try:
+        names = names_of(archive)
+    except (OSError, tarfile.TarError):
+        return []  # a missing wheelhouse is netjobs_app's own check
+    bad = wheel_problems(names, python["version"], python.get("machine", "x86_64"), python.get("glibc"))
+    if not bad:
+        return []
+    more = f" and {len(bad) - 2} more" if len(bad) > 2 else ""
+    return [
+        f"{host}: the wheelhouse netjobs_app_wheelhouse_archive ({archive}) does not fit netjobs_app_python "
+        f"({interpreter}: Python {python['version']}, {python.get('machine')}): {'; '.join(bad[:2])}{more}"
+    ]
+
+
+def report(
+    views: Mapping[str, Mapping[str, Any]],
+    groups: Mapping[str, list[str]],
+    secret: SecretLookup,
+    names_of: Callable[[str], list[str]] = wheel_names,
+) -> list[str]:
+    """Everything wrong with the inventory: the roles' own failures first, then the cross-host rules."""
+    problems: list[str] = []
+    for host, view in views.items():
+        undefined = list((view.get("undefined") or {}).values())
+        for message in view.get("role_failures") or []:
+            message = message.removeprefix("Task failed: ")
+            # A role that stopped on an undefined variable names only that variable; the view's
+            # line below names the setting that refers to it.
+            if not any(error and error in message for error in undefined):
+                problems.append(f"{host}: {message}")
+    problems += cross_host_problems(views, groups, secret)
+    cache: dict[str, list[str]] = {}
+
+    def cached(archive: str) -> list[str]:
+        if archive not in cache:
+            cache[archive] = names_of(archive)
+        return cache[archive]
+
+    for host in _app_hosts(views, groups):
+        problems += python_problems(host, views[host], cached)
+    return list(dict.fromkeys(problems))  # a message reported twice is one problem
+
+
+# --- the Ansible action ---------------------------------------------------------------------------
+
+try:
+    from ansible.errors import AnsibleError
+    from ansible.plugins.action import ActionBase
+except ImportError:  # the rules above are importable without Ansible (unit tests)
+    ActionBase = object  # type: ignore[assignment,misc]
+    AnsibleError = Exception  # type: ignore[assignment,misc]
+
+
+def _plain(value: Any) -> Any:
+    """Templated values as plain lists, dicts and scalars (they go into a registered result)."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, bool) or value is None or isinstance(value, (int, float)):
+        return value
+    return str(value)
+
+
+def _roles_of(group_names: Iterable[str]) -> list[str]:
+    names = set(group_names)
+    kinds = [kind for kind in ("redis", "postgresql") if kind in names]
+    if names & set(NETJOBS_GROUPS):
+        kinds.append("netjobs")
+    return kinds
+
+
+class ActionModule(ActionBase):  # type: ignore[misc,valid-type]
+    TRANSFERS_FILES = False
+    _VALID_ARGS = frozenset(("stage", "failures", "python", "hosts"))
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        task_vars = task_vars or {}
+        stage = self._task.args.get("stage")
+        if stage == "view":
+            result["view"] = self._view(task_vars)
+        elif stage == "report":
+            problems = self._report(task_vars)
+            result["problems"] = problems
+            if problems:
+                result["failed"] = True
+                result["msg"] = (
+                    f"{len(problems)} problem(s) in the inventory; no host was changed:\n" + "\n".join(problems)
+                )
+            else:
+                result["msg"] = f"{len(self._task.args.get('hosts') or [])} hosts checked, no problem"
+        else:
+            result["failed"] = True
+            result["msg"] = "stage must be view or report"
+        result["changed"] = False
+        return result
+
+    def _template(self, task_vars: Mapping[str, Any], name: str) -> Any:
+        return _plain(self._templar.template(task_vars[name]))
+
+    def _view(self, task_vars: Mapping[str, Any]) -> dict[str, Any]:
+        kinds = _roles_of(task_vars.get("group_names") or [])
+        values, undefined, secrets = {}, {}, {}
+        for kind in kinds:
+            for name in VIEW_VARS[kind]:
+                if name not in task_vars:
+                    continue  # missing: the role's argument spec says so
+                try:
+                    values[name] = self._template(task_vars, name)
+                except AnsibleError as error:
+                    undefined[name] = str(error).splitlines()[0]
+            for name in SECRET_VARS[kind]:
+                if name not in task_vars:
+                    continue
+                try:
+                    secrets[name] = "empty" if self._templar.template(task_vars[name]) in ("", None) else "set"
+                except AnsibleError as error:
+                    undefined[name] = str(error).splitlines()[0]
+        address = task_vars.get("ansible_host", task_vars.get("inventory_hostname"))
+        try:
+            address = str(self._templar.template(address))
+        except AnsibleError:
+            address = str(task_vars.get("inventory_hostname"))
+        failures = []
+        for failure in self._task.args.get("failures") or []:
+            failures += failure_messages(failure)
+        python = {}
+        probe = self._task.args.get("python") or {}
+        if probe and not probe.get("skipped"):
+            if probe.get("rc") == 0:
+                version, machine, glibc = (str(probe.get("stdout", "")).split() + ["", "", ""])[:3]
+                python = {"version": version, "machine": machine, "glibc": glibc if glibc not in ("", "-") else None}
+            else:
+                python = {"error": (str(probe.get("stderr") or probe.get("msg") or "").strip().splitlines() or ["?"])[-1]}
+        return {
+            "address": address,
+            "values": values,
+            "undefined": undefined,
+            "secrets": secrets,
+            "role_failures": list(dict.fromkeys(failures)),
+            "python": python,
+        }
+
+    def _report(self, task_vars: Mapping[str, Any]) -> list[str]:
+        hostvars = task_vars["hostvars"]
+        hosts = list(self._task.args.get("hosts") or [])
+        views = {}
+        unchecked = []
+        for host in hosts:
+            registered = hostvars[host].get("__netjobs_validate_view") or {}
+            if "view" in registered:
+                views[host] = registered["view"]
+            else:
+                unchecked.append(f"{host}: could not be checked (unreachable, or a check failed unexpectedly: see above)")
+        all_groups = task_vars.get("groups") or {}
+        groups = {name: list(all_groups.get(name) or []) for name in list(REQUIRED_GROUPS) + list(NETJOBS_GROUPS)}
+        # Hosts left out by --limit: only their address, so that others can still point at them.
+        for host in {member for members in groups.values() for member in members} - set(views):
+            try:
+                views[host] = {"address": str(hostvars[host].get("ansible_host", host))}
+            except AnsibleError:
+                views[host] = {"address": host}
+
+        def secret(host: str, name: str) -> Any:
+            state = ((views.get(host) or {}).get("secrets") or {}).get(name)
+            if state is None:
+                return None
+            if state == "empty":
+                return ""
+            try:
+                return hostvars[host][name]
+            except (AnsibleError, KeyError) as error:
+                raise LookupError(str(error).splitlines()[0]) from None
+
+        return unchecked + report(views, groups, secret)
