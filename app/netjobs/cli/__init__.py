@@ -60,9 +60,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from netjobs.cli import access, configs, devices, history, jobs, ops, schedules, top
+    from netjobs.cli import access, configs, devices, history, jobs, ops, restore, schedules, top
 
-    for module in (jobs, history, schedules, ops, devices, configs, access, top):
+    for module in (jobs, history, schedules, ops, devices, configs, restore, access, top):
         for command in module.COMMANDS:
             cli.add_command(command)
 
