@@ -26,6 +26,7 @@ from pathlib import Path
 from celery import bootsteps
 
 from netjobs.config import Settings, get_settings
+from netjobs.forks import no_fork_during
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,8 @@ class ArchiveHostKeeper:
 
     def _run(self) -> None:
         while True:
-            self.step()
+            with no_fork_during():  # libpq, imports and git: see netjobs.forks
+                self.step()
             time.sleep(PROBE_INTERVAL)
 
     def step(self, now: float | None = None) -> list[str]:

@@ -41,6 +41,7 @@ from datetime import datetime, timezone
 from celery import signals
 
 from netjobs import actor, metrics, spool
+from netjobs.forks import no_fork_during
 
 log = logging.getLogger(__name__)
 
@@ -465,11 +466,12 @@ class HistoryRecorder:
         next_flush = time.monotonic() + self.flush_interval
         while True:
             try:
-                if self._wake.is_set() or time.monotonic() >= next_flush:
-                    self._wake.clear()
-                    self.flush()
-                    next_flush = time.monotonic() + self.flush_interval
-                self._maintain()
+                with no_fork_during():  # a worker's parent records too (lost children, revokes)
+                    if self._wake.is_set() or time.monotonic() >= next_flush:
+                        self._wake.clear()
+                        self.flush()
+                        next_flush = time.monotonic() + self.flush_interval
+                    self._maintain()
             except Exception:  # noqa: BLE001 - the flusher must outlive any bug
                 log.exception("job history: flusher error")
                 time.sleep(1)

@@ -1,13 +1,16 @@
 """Locks a prefork child inherits from a worker parent whose other threads (the archive probe, the
 lease keeper) were holding them at the moment of the fork.
 
-Found by the supervisor scenario: the archive probe thread was creating the engine while the pool
-forked a child; the child then blocked for ever in worker_process_init and backups stayed PENDING.
+Found by the supervisor and backup-restore scenarios: a child forked while the archive probe
+thread was creating the engine or importing psycopg2's extras blocked for ever in
+worker_process_init (backups stayed PENDING); one forked during the thread's libpq connect hung in
+its own first connect (STARTED). netjobs.forks keeps forks out of such sections.
 """
 
 from __future__ import annotations
 
 import fcntl
+import sys
 import os
 import threading
 import time
@@ -70,3 +73,34 @@ def test_the_archive_lock_is_released_although_a_child_forked_meanwhile_still_ru
     finally:
         os.kill(pid, 9)
         os.waitpid(pid, 0)
+
+
+def test_a_fork_waits_until_no_thread_is_inside_an_import_or_a_connect(tmp_path, monkeypatch):
+    # An import holds its module's lock (as libpq's connect holds its own): a child forked inside it
+    # would block for ever on its first import of that module. no_fork_during() keeps forks out.
+    from netjobs.forks import no_fork_during
+
+    (tmp_path / "netjobs_slow_import_probe.py").write_text("import time\ntime.sleep(1.0)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "netjobs_slow_import_probe", raising=False)
+    inside = threading.Event()
+
+    def probe_thread():
+        with no_fork_during():
+            inside.set()
+            import netjobs_slow_import_probe  # noqa: F401
+
+    thread = threading.Thread(target=probe_thread, daemon=True)
+    thread.start()
+    assert inside.wait(5)
+    time.sleep(0.2)  # the thread is inside the import now
+    pid = os.fork()
+    if pid == 0:
+        try:
+            import netjobs_slow_import_probe  # noqa: F401
+            os._exit(0)
+        finally:
+            os._exit(1)
+    thread.join(5)
+    assert _exit_code(pid, timeout=5) == 0, "the child blocked on a lock the thread held at the fork"
+    sys.modules.pop("netjobs_slow_import_probe", None)
