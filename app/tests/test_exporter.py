@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import wait_until
 from tests.support.beat import beat_process
-from tests.support.servers import celery_worker, free_port, redis_server, wait_for_port
+from tests.support.servers import celery_worker, free_port, producer_app, redis_server, wait_for_port
 
 LEASE = 10  # seconds: a lost worker shows within a test
 
@@ -218,15 +218,8 @@ def own_broker_env(netjobs_env):
 
 @pytest.fixture
 def producer(own_broker_env):
-    from celery import Celery
-
-    from netjobs.celery_settings import celery_settings
-    from netjobs.config import load_settings
-
-    app = Celery("exporter-test-producer")
-    app.conf.update(celery_settings(load_settings(own_broker_env)))
-    yield app
-    app.close()
+    with producer_app(own_broker_env, "exporter-test-producer") as app:
+        yield app
 
 
 def test_a_killed_worker_shows_down_with_its_tasks_held_and_a_queue_without_consumer_ages(own_broker_env, producer,

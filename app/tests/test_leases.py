@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import wait_until
 from tests.support.cli import run_netjobs
-from tests.support.servers import celery_worker, redis_server
+from tests.support.servers import celery_worker, producer_app, redis_server
 
 LEASE = 10  # seconds: short, so a lost worker's tasks return within the test
 
@@ -30,16 +30,8 @@ def lease_env(netjobs_env):
 
 @pytest.fixture
 def client_app(lease_env):
-    """A producer for the test's own Redis (the session's app is bound to the session broker)."""
-    from celery import Celery
-
-    from netjobs.celery_settings import celery_settings
-    from netjobs.config import load_settings
-
-    app = Celery("lease-test-client")
-    app.conf.update(celery_settings(load_settings(lease_env)))
-    yield app
-    app.close()
+    with producer_app(lease_env, "lease-test-client") as app:
+        yield app
 
 
 def received(worker_or_log, task_id: str) -> int:

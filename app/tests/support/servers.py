@@ -215,3 +215,19 @@ def celery_worker(env: dict[str, str], queues: str = "default,backup,network,hea
         except ProcessLookupError:
             pass
         logfile.unlink(missing_ok=True)
+
+
+@contextmanager
+def producer_app(env: dict[str, str], name: str):
+    """A Celery app that publishes to env's broker (the session's app stays bound to the session's)."""
+    from celery import Celery
+
+    from netjobs.celery_settings import celery_settings
+    from netjobs.config import load_settings
+
+    app = Celery(name)
+    app.conf.update(celery_settings(load_settings(env)))
+    try:
+        yield app
+    finally:
+        app.close()
