@@ -3,8 +3,9 @@ APT_PACKAGES += redis-server postgresql postgresql-client openssh-client openssl
 TEST_TARGETS := test-app $(TEST_TARGETS)
 
 .PHONY: test-app
+# Two pytest workers (each with its own servers): the tests mostly wait on processes they start.
 test-app: deps venv ## app tests against throwaway Redis, PostgreSQL, Celery workers and SSH simulators
-	$(VBIN)/pytest -q
+	$(VBIN)/pytest -q -n 2
 
 .PHONY: demo
 demo: deps venv ## run the platform locally (throwaway Redis/PostgreSQL, workers, beat, Flower) with a sweep and a backup; KEEP=1 stays up

@@ -9,6 +9,9 @@ import pytest
 
 from tests.support.servers import celery_worker, postgres_server, redis_server, service_env
 
+# Output width as in a pipe (netjobs.cli.common): pytest-xdist's workers inherit COLUMNS=80.
+os.environ.pop("COLUMNS", None)
+
 
 @pytest.fixture(scope="session")
 def redis_srv():
