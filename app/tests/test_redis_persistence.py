@@ -34,12 +34,13 @@ ROLE = Path(__file__).resolve().parents[2] / "roles" / "redis"
 OLD_DEFAULT_RULE = "user default off resetkeys resetchannels -@all"
 
 
-def render_users_acl(users: list[dict]) -> str:
+def render_users_acl(users: list[dict], previous_passwords: dict[str, str] | None = None) -> str:
     """roles/redis/templates/etc/redis/users.acl.j2 rendered as Ansible renders it (trim_blocks)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(ROLE / "templates"), trim_blocks=True,
                              keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     env.filters["hash"] = lambda value, algorithm: hashlib.new(algorithm, value.encode()).hexdigest()
-    return env.get_template("etc/redis/users.acl.j2").render(__redis_users=users)
+    return env.get_template("etc/redis/users.acl.j2").render(__redis_users=users,
+                                                                   redis_previous_passwords=previous_passwords or {})
 
 
 def with_default_rule(acl: str, rule: str) -> str:
