@@ -151,9 +151,17 @@ def test_top_without_redis_names_the_problem_and_exits_1_without_a_traceback(net
     assert frame["recent_failures"] == []
 
 
+def _interruptible() -> None:
+    # The child gets Ctrl-C as a terminal would give it, whatever an earlier test in this pytest
+    # worker left of SIGINT's disposition or mask (inherited across exec: top then never ended).
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_top_refreshes_until_ctrl_c_and_then_exits_0(netjobs_env, worker, db):
     proc = subprocess.Popen([str(NETJOBS), "top", "--interval", "0.3"], env={**os.environ, **WIDE},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_interruptible)
     try:
         time.sleep(2.5)  # several refreshes
         assert proc.poll() is None, proc.communicate()
