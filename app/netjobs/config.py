@@ -78,6 +78,11 @@ class Settings:
     syslog_device_refresh_seconds: float = 60.0
     syslog_max_line_bytes: int = 8192
     syslog_linux_pattern: str = ""
+    api_listen: tuple[str, int] = ("127.0.0.1", 8470)
+    api_root_path: str = ""
+    api_auth_failures: int = 10
+    api_auth_window_seconds: int = 300
+    api_forwarded_allow_ips: tuple[str, ...] = ()
 
     @property
     def queues(self) -> tuple[str, ...]:
@@ -268,6 +273,27 @@ def _user_pattern(raw: str) -> str:
     return raw
 
 
+def _root_path(raw: str) -> str:
+    """A URL path prefix a reverse proxy adds (``/netjobs``), or empty."""
+    path = raw.strip()
+    if not path:
+        return ""
+    if not path.startswith("/") or path.endswith("/") or "//" in path or any(c in path for c in "?#% \t"):
+        raise ValueError(f"must be a path like /netjobs (leading /, no trailing /, no ? # %), got {raw!r}")
+    return path
+
+
+def _address_list(raw: str) -> tuple[str, ...]:
+    """Comma-separated IP addresses (or networks)."""
+    items = [item.strip() for item in raw.split(",") if item.strip()]
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"must list IP addresses or networks separated by commas, got {item!r}") from None
+    return tuple(items)
+
+
 # --- loading ---------------------------------------------------------------------------------
 
 
@@ -338,6 +364,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         syslog_device_refresh_seconds=read("SYSLOG_DEVICE_REFRESH_SECONDS", _float_between(1, 86400), 60.0),
         syslog_max_line_bytes=read("SYSLOG_MAX_LINE_BYTES", _int_between(480, 1 << 20), 8192),
         syslog_linux_pattern=read("SYSLOG_LINUX_PATTERN", _user_pattern, ""),
+        api_listen=read("API_LISTEN", _listen_address, ("127.0.0.1", 8470)),
+        api_root_path=read("API_ROOT_PATH", _root_path, ""),
+        api_auth_failures=read("API_AUTH_FAILURES", _int_between(1, 100000), 10),
+        api_auth_window_seconds=read("API_AUTH_WINDOW_SECONDS", _int_between(1, 86400), 300),
+        api_forwarded_allow_ips=read("API_FORWARDED_ALLOW_IPS", _address_list, ()),
     )
     settings = Settings(**values)
     _check_relations(settings)

@@ -41,8 +41,8 @@ def tokens():
 @click.argument("name")
 @click.option("--user", "username", required=True, help="Whose token: the API records jobs as api:USER.")
 @click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), required=True,
-              help="viewer reads; operator also submits, cancels and requeues; admin also changes schedules, "
-                   "devices and tokens.")
+              help="viewer reads; operator also submits, cancels and requeues jobs and changes schedules; "
+                   "admin also manages devices and tokens.")
 @click.option("--expires", default=None, help="Lifetime: 30d, 12w, ... (default: until revoked).")
 @click.option("--json", "as_json", is_flag=True)
 def tokens_create(name, username, role, expires, as_json):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import inspect
 import json
 import os
 import re
@@ -17,6 +15,11 @@ from rich.console import Console
 
 from netjobs.errors import NotFoundError, PermanentError, ValidationError
 from netjobs.services.doctor import redact_url  # noqa: F401 - re-exported for the commands
+# The checks before a job is sent live in netjobs.services.jobs, shared with the HTTP API.
+from netjobs.services.jobs import (  # noqa: F401 - re-exported for the commands
+    Unreachable, check_queue, check_task_kwargs, netjobs_task_names, require_broker_and_backend, require_redis,
+    resolve_task,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PIPE_WIDTH = 200
@@ -73,77 +76,6 @@ def celery_app():
     from netjobs.celery_app import app
 
     return app
-
-
-class Unreachable(PermanentError):
-    """A service the command needs does not answer (exit 1)."""
-
-
-def require_redis(role: str, url: str, timeout: float = 3.0) -> None:
-    """Fail fast, naming the service: Celery itself would retry for many seconds first."""
-    import redis
-
-    from netjobs.redis_clients import redis_from_url
-
-    client = redis_from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
-    try:
-        client.ping()
-    except redis.exceptions.AuthenticationError as exc:
-        raise Unreachable(f"Redis ({role}) at {redact_url(url)} refused the credentials: {exc}") from None
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-        raise Unreachable(f"cannot reach Redis ({role}) at {redact_url(url)}: {exc}") from None
-    finally:
-        client.close()
-
-
-def require_broker_and_backend() -> None:
-    s = settings()
-    require_redis("broker", s.broker_url)
-    if s.result_backend_url != s.broker_url:
-        require_redis("result backend", s.result_backend_url)
-
-
-def netjobs_task_names(app) -> list[str]:
-    app.loader.import_default_modules()
-    return sorted(n for n in app.tasks if n.startswith("netjobs."))
-
-
-def resolve_task(app, name: str):
-    """The registered task called ``name``, or a ValidationError naming close matches."""
-    names = netjobs_task_names(app)
-    if name in names:
-        return app.tasks[name]
-    # Let `submit diag.ping` and `submit ping` work when unambiguous.
-    suffix = [n for n in names if n.endswith("." + name)]
-    if len(suffix) == 1:
-        return app.tasks[suffix[0]]
-    close = suffix or difflib.get_close_matches(name, names, n=5, cutoff=0.5)
-    if not close:
-        close = difflib.get_close_matches(name.rsplit(".", 1)[-1], [n.rsplit(".", 1)[-1] for n in names], n=3)
-        close = [n for n in names if n.rsplit(".", 1)[-1] in close]
-    hint = f"; did you mean {', '.join(close)}?" if close else f"; known tasks: {', '.join(names)}"
-    raise ValidationError(f"unknown task {name!r}{hint}")
-
-
-def check_task_kwargs(task, kwargs: dict) -> None:
-    """Fail before sending when the arguments cannot match the task's signature."""
-    try:
-        inspect.signature(task.run).bind(**kwargs)
-    except TypeError as exc:
-        params = ", ".join(p.name if p.default is p.empty else f"{p.name}={p.default!r}"
-                           for p in inspect.signature(task.run).parameters.values())
-        raise ValidationError(f"{task.name}: {exc} (it takes: {params or 'no arguments'})") from None
-    except ValueError:  # no signature available (C function): let the worker judge
-        pass
-
-
-def check_queue(name: str | None) -> str | None:
-    if name is None:
-        return None
-    queues = settings().queues
-    if name not in queues:
-        raise ValidationError(f"unknown queue {name!r}; configured queues: {', '.join(queues)}")
-    return name
 
 
 # --- output ----------------------------------------------------------------------------------

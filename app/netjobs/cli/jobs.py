@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from netjobs.cli.common import (
-    EXIT_FAILED, EXIT_OK, celery_app, check_queue, check_task_kwargs, err, escape, fail, note, print_json,
-    require_broker_and_backend, resolve_task, settings, short_time, warn,
+    EXIT_FAILED, EXIT_OK, celery_app, err, escape, fail, note, print_json, require_broker_and_backend, settings,
+    short_time, warn,
 )
 from netjobs.cli.params import parse_names, parse_seconds, parse_task_args
 from netjobs.errors import NotFoundError, ValidationError
@@ -34,27 +34,15 @@ def wait_seconds(text: str | None, option: str = "--timeout") -> float | None:
 def send(name: str, kwargs: dict, queue: str | None = None, countdown: float | None = None,
          wait: bool = False, wait_timeout: float | None = None, judge=None, priority: int | None = None) -> int:
     """Send a task (after checking its name, arguments and queue), print its id, maybe follow it."""
-    from netjobs.history import recorder
-    from netjobs.queues import DEFAULT_PRIORITY, queue_for_task
-    from netjobs.tasks.base import check_delay
+    from netjobs.services.jobs import submit_job
 
     app = celery_app()
-    task = resolve_task(app, name)
-    check_task_kwargs(task, kwargs)
-    check_queue(queue)
-    check_delay(countdown)
-    require_broker_and_backend()
-    options = {"queue": queue or queue_for_task(task.name)}
-    if countdown:
-        options["countdown"] = countdown
-    options["priority"] = DEFAULT_PRIORITY if priority is None else priority
-    result = app.send_task(task.name, kwargs=kwargs, **options)
-    recorder.flush()  # so `status ID` from another shell knows the job at once
-    note(f"submitted {task.name} to queue {options['queue']}: {result.id}")
-    click.echo(result.id)
+    submitted = submit_job(app, name, kwargs, queue=queue, countdown=countdown, priority=priority)
+    note(f"submitted {submitted.task} to queue {submitted.queue}: {submitted.task_id}")
+    click.echo(submitted.task_id)
     if not wait:
         return EXIT_OK
-    return follow(app, result.id, wait_timeout, judge=judge)
+    return follow(app, submitted.task_id, wait_timeout, judge=judge)
 
 
 def _history_row(task_id: str):
@@ -125,10 +113,9 @@ def report_outcome(task_id: str, state: str, outcome, history, judge) -> int:
 
 
 def _summary_value(text: str | None):
-    try:
-        return json.loads(text) if text is not None else None
-    except ValueError:
-        return text
+    from netjobs.services.jobs import summary_value
+
+    return summary_value(text)
 
 
 def summary_judge(value) -> int:
@@ -300,29 +287,13 @@ def compliance(devices, wait_, timeout):
 @click.option("--json", "as_json", is_flag=True)
 def status(task_id, as_json):
     """A job's state, progress and result (from Redis, else from job history)."""
-    from celery.result import AsyncResult
+    from netjobs.services.jobs import job_status
 
     app = celery_app()
     require_broker_and_backend()
-    result = AsyncResult(task_id, app=app)
-    state, info = result.state, result.info
-    history = _history_row(task_id)
-    if state == "PENDING" and history is None:
+    data = job_status(app, task_id)
+    if data is None:
         raise NotFoundError(f"no task {task_id} is known (not in Redis results, not in job history)")
-    if state == "PENDING" and history is not None:
-        state = history.state  # the result expired from Redis, or no worker took it yet
-    data = {"task_id": task_id, "state": state, "task": history.task_name if history else result.name}
-    if state == "PROGRESS" and isinstance(info, dict):
-        data["progress"] = info
-    elif state == "SUCCESS":
-        data["result"] = info if result.state == "SUCCESS" else _summary_value(history.result_summary)
-    elif state in ("FAILURE", "RETRY") and isinstance(info, BaseException):
-        data["error"] = f"{type(info).__name__}: {info}"
-    if history is not None:
-        data.update(queue=history.queue, worker=history.worker, retries=history.retries,
-                    published_at=history.published_at, started_at=history.started_at,
-                    finished_at=history.finished_at, duration_ms=history.duration_ms)
-        data.setdefault("error", history.error)
     if as_json:
         print_json(data)
         return
@@ -357,27 +328,19 @@ def wait(task_id, timeout):
 @click.option("--terminate", is_flag=True, help="Also stop it if it is running (SIGTERM).")
 def cancel(task_id, terminate):
     """Revoke a job: it will not start; with --terminate a running one is stopped too."""
-    from celery.result import AsyncResult
-
-    from netjobs.history import TERMINAL_STATES, record_revoked, recorder
+    from netjobs.services import jobs as service
 
     app = celery_app()
     require_broker_and_backend()
-    state = AsyncResult(task_id, app=app).state
-    history = _history_row(task_id)
-    finished = next((s for s in (state, history.state if history else None) if s in TERMINAL_STATES), None)
-    if finished:
-        fail(f"task {task_id} already finished ({finished}); nothing to cancel", EXIT_FAILED)
-    if state == "PENDING" and history is None:
+    outcome = service.cancel_job(app, task_id, terminate=terminate)
+    if outcome.outcome == service.ALREADY_FINISHED:
+        fail(outcome.detail, EXIT_FAILED)
+    if outcome.outcome == service.REVOKED_UNKNOWN:
         warn(f"task {task_id} is not known yet; revoking it anyway")
-    app.control.revoke(task_id, terminate=terminate, signal="SIGTERM")
-    running = state in ("STARTED", "PROGRESS", "RETRY") or (history is not None and history.state == "STARTED")
-    if running and not terminate:
-        warn(f"task {task_id} is running ({state}); it will finish unless you add --terminate")
+    if outcome.outcome == service.STILL_RUNNING:
+        warn(f"task {task_id} is running ({outcome.state}); it will finish unless you add --terminate")
         return
-    record_revoked(task_id, "terminated by operator" if running else "revoked by operator")
-    recorder.flush()
-    note(f"revoked {task_id}" + (" (terminated with SIGTERM)" if running else ""))
+    note(f"revoked {task_id}" + (" (terminated with SIGTERM)" if outcome.outcome == service.TERMINATED else ""))
 
 
 COMMANDS = (submit, sweep, backup, import_, compliance, status, wait, cancel)

@@ -1,0 +1,5 @@
+import sys
+
+from netjobs.api import main
+
+sys.exit(main())
