@@ -35,3 +35,18 @@ def page(items: list, limit: int, offset: int) -> dict:
     window = items[offset:offset + limit]
     more = len(items) > offset + limit
     return {"items": plain(window), "limit": limit, "offset": offset, "next_offset": offset + limit if more else None}
+
+
+def checked_task(app, task_name: str, kwargs: dict, queue: str | None):
+    """The task a request names, after the CLI's checks of its kwargs and queue, each failure a
+    422 naming its body field. Used by job submission and schedule creation alike."""
+    from netjobs.api.errors import invalid
+    from netjobs.services.jobs import check_queue, check_task_kwargs, resolve_task
+
+    with invalid("body.task"):
+        task = resolve_task(app, task_name)
+    with invalid("body.kwargs"):
+        check_task_kwargs(task, kwargs)
+    with invalid("body.queue"):
+        check_queue(queue)
+    return task

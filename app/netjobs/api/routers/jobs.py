@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from netjobs.api import auth
-from netjobs.api.deps import acting, celery, plain
+from netjobs.api.deps import acting, celery, checked_task, plain
 from netjobs.api.errors import invalid
 from netjobs.errors import NotFoundError
 from netjobs.services import jobs as service
@@ -43,17 +43,11 @@ class CancelJob(BaseModel):
 
 def submit(body: SubmitJob, user: TokenUser) -> dict:
     from netjobs.queues import parse_priority
-    from netjobs.services.jobs import check_queue, check_task_kwargs, resolve_task
     from netjobs.tasks.base import check_delay
 
     app = celery()
     # The checks of submit_job one by one first, to name the field at fault.
-    with invalid("body.task"):
-        task = resolve_task(app, body.task)
-    with invalid("body.kwargs"):
-        check_task_kwargs(task, body.kwargs)
-    with invalid("body.queue"):
-        check_queue(body.queue)
+    task = checked_task(app, body.task, body.kwargs, body.queue)
     with invalid("body.countdown"):
         check_delay(body.countdown)
     with invalid("body.priority"):

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from netjobs.api import auth
-from netjobs.api.deps import acting, celery, plain
+from netjobs.api.deps import acting, celery, checked_task, plain
 from netjobs.api.errors import invalid
 from netjobs.services.tokens import TokenUser
 
@@ -48,19 +48,13 @@ def get_schedule(name: str = NAME, user: TokenUser = Depends(auth.viewer)) -> di
 @router.post("", status_code=201, summary="Add a schedule (operator); a running beat picks it up on its next tick")
 def add_schedule(body: AddSchedule, user: TokenUser = Depends(auth.operator)) -> dict:
     from netjobs.services import schedules
-    from netjobs.services.jobs import check_queue, check_task_kwargs, resolve_task
 
     app = celery()
     with invalid("body.name"):
         schedules.validate_name(body.name)
     with invalid("body.every" if body.every is not None else "body.cron"):
         sched = schedules.parse_schedule_spec(every=body.every, cron=body.cron, app=app)
-    with invalid("body.task"):
-        task = resolve_task(app, body.task)
-    with invalid("body.kwargs"):
-        check_task_kwargs(task, body.kwargs)
-    with invalid("body.queue"):
-        check_queue(body.queue)
+    task = checked_task(app, body.task, body.kwargs, body.queue)
     with invalid("body.expires"):
         expires = schedules.parse_interval(body.expires) if body.expires is not None else None
     with acting(user), invalid("body.name"):
