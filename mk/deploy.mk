@@ -1,6 +1,6 @@
 # The appliance: wheelhouse, `make lab`, reference unit files, deployment scenarios.
 # Included by the root Makefile; see docs/deploy.md.
-MOLECULE_SCENARIOS += default supervisor cluster backup-restore upgrade
+MOLECULE_SCENARIOS += default cluster backup-restore upgrade
 TEST_TARGETS += check-lock check-rendered check-bad-input
 
 # The wheelhouse is built from a netjobs source tree (this one; the upgrade scenario builds an
@@ -55,7 +55,7 @@ check-lock: venv ## fail when requirements.lock and pyproject's dependency range
 lab: deps venv wheelhouse lab-base ## boot lab host(s) (HOSTS=1 or 3) at 10.213.1.0/24, deploy netjobs, run a smoke job
 	tools/deploy/lab-appliance $(HOSTS)
 
-# molecule/default and molecule/supervisor install the wheelhouse (molecule/upgrade builds its
+# molecule/default (systemd and supervisor hosts) installs the wheelhouse (molecule/upgrade builds its
 # previous release's in its prepare step).
 molecule: wheelhouse
 
