@@ -212,6 +212,72 @@ def test_secrets_empty_or_different_never_show_their_value():
     assert not any(value in problem for value in secrets.values() if value for problem in problems)
 
 
+def test_a_database_password_rotation_accepts_any_listed_login():
+    # Mid-rotation: w1 already uses the new login, w2 still the app's role; both are listed.
+    secrets = dict(SECRETS)
+    secrets[("data", "postgresql_netjobs_logins")] = {"netjobs": "db-secret-1234", "netjobs_b": "db-secret-new-5678"}
+    secrets[("w1", "netjobs_app_database_password")] = "db-secret-new-5678"
+    views = valid_views()
+    views["w1"]["values"]["netjobs_app_database_username"] = "netjobs_b"
+    assert run(views, secrets=secrets) == []
+
+
+def test_a_database_login_not_listed_or_with_another_password_is_refused():
+    secrets = dict(SECRETS)
+    secrets[("data", "postgresql_netjobs_logins")] = {"netjobs_b": "db-secret-new-5678"}
+    secrets[("w2", "netjobs_app_database_password")] = "db-secret-other-999"
+    views = valid_views()
+    views["w2"]["values"]["netjobs_app_database_username"] = "netjobs_b"
+    problems = run(views, secrets=secrets)
+    assert problems == [
+        "w1: netjobs_app_database_username is 'netjobs', which is not in postgresql_netjobs_logins on data "
+        "(netjobs_b): the app could not log in to PostgreSQL",
+        "w2: netjobs_app_database_password differs from the password of 'netjobs_b' in postgresql_netjobs_logins "
+        "on data: the app could not log in to PostgreSQL",
+    ]
+    assert not any("secret" in problem for problem in problems)
+
+
+def tls_views(app_tls: bool, server_tls: bool, **app_overrides):
+    views = valid_views()
+    views["data"]["values"].update(redis_tls=server_tls, postgresql_ssl=server_tls)
+    for host in ("w1", "w2"):
+        views[host]["values"].update(netjobs_app_redis_tls=app_tls, netjobs_app_database_tls=app_tls, **app_overrides)
+    return views
+
+
+def test_tls_between_hosts_is_valid():
+    assert run(tls_views(True, True)) == []
+
+
+def test_clear_text_between_hosts_is_refused_unless_allowed():
+    problems = run(tls_views(False, False))
+    assert len(problems) == 4
+    assert problems[0] == (
+        "w1: netjobs_app_redis_tls is false, but Redis runs on another host (data): passwords and jobs would cross "
+        "the network in clear text; set netjobs_app_redis_tls (and redis_tls on data) to true, or "
+        "netjobs_allow_plaintext: true to accept that"
+    )
+    assert run(tls_views(False, False, netjobs_allow_plaintext=True)) == []
+
+
+def test_tls_on_one_end_only_is_refused():
+    assert sorted(run(tls_views(True, False)))[:2] == [
+        "w1: netjobs_app_database_tls is true, but postgresql_ssl is false on data: PostgreSQL would refuse TLS",
+        "w1: netjobs_app_redis_tls is true, but redis_tls is false on data: Redis would refuse TLS",
+    ]
+
+
+def test_a_rotation_still_checks_tls_and_addresses():
+    secrets = dict(SECRETS)
+    secrets[("data", "postgresql_netjobs_logins")] = {"netjobs": "db-secret-1234"}
+    views = tls_views(False, False)
+    views["data"]["values"]["postgresql_hba_clients"] = ["10.0.0.12/32"]
+    problems = run(views, secrets=secrets)
+    assert any(p.startswith("w2: its address 10.0.0.13 is in no CIDR of postgresql_hba_clients") for p in problems)
+    assert any(p.startswith("w2: netjobs_app_database_tls is false, but PostgreSQL runs on another host") for p in problems)
+
+
 def test_a_secret_that_cannot_be_evaluated():
     secrets = dict(SECRETS)
     secrets[("w1", "netjobs_app_redis_password")] = LookupError("'vault_redis_app_password' is undefined")

@@ -33,13 +33,14 @@ LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 # Settings each stage reads, by the group whose hosts use them. Secrets are listed apart: the view
 # only says whether they are set; report compares them through hostvars.
 VIEW_VARS = {
-    "redis": ("redis_port", "redis_bind", "redis_app_user"),
+    "redis": ("redis_port", "redis_bind", "redis_app_user", "redis_tls"),
     "postgresql": (
         "postgresql_port",
         "postgresql_listen_addresses",
         "postgresql_hba_clients",
         "postgresql_netjobs_db",
         "postgresql_netjobs_user",
+        "postgresql_ssl",
     ),
     "netjobs": (
         "netjobs_app_redis_host",
@@ -55,11 +56,14 @@ VIEW_VARS = {
         "netjobs_processes_workers",
         "netjobs_processes_flower_address",
         "netjobs_processes_flower_management_address",
+        "netjobs_app_redis_tls",
+        "netjobs_app_database_tls",
+        "netjobs_allow_plaintext",
     ),
 }
 SECRET_VARS = {
     "redis": ("redis_app_password", "redis_monitor_password", "redis_admin_password"),
-    "postgresql": ("postgresql_netjobs_password",),
+    "postgresql": ("postgresql_netjobs_password", "postgresql_netjobs_logins"),
     "netjobs": ("netjobs_app_redis_password", "netjobs_app_database_password", "netjobs_processes_flower_password"),
 }
 
@@ -288,6 +292,10 @@ def _service_problems(
     port, target_port = _int(values.get(prefix + "_port")), _int(target_values.get(port_var))
     if port is not None and target_port is not None and port != target_port:
         problems.append(f"{host}: {prefix}_port is {port}, but {port_var} on {target} is {target_port}")
+    logins = _database_logins(target, secret) if kind == "postgresql" else None
+    if logins:
+        # A password rotation: the app may log in as any listed login, with that login's password.
+        user_pairs = [pair for pair in user_pairs if pair[0] != "netjobs_app_database_username"]
     for mine, theirs in user_pairs:
         if values.get(mine) is not None and target_values.get(theirs) is not None and values[mine] != target_values[theirs]:
             problems.append(f"{host}: {mine} is '{values[mine]}', but {theirs} on {target} is '{target_values[theirs]}'")
@@ -304,8 +312,83 @@ def _service_problems(
                 f"{host}: its address {own} is in no CIDR of postgresql_hba_clients on {target} "
                 f"({', '.join(map(str, clients)) or 'empty'}): PostgreSQL would refuse it"
             )
+    problems += _tls_problems(host, values, target, target_values, kind, address)
+    if logins:
+        return problems + _login_problems(host, values.get("netjobs_app_database_username"), target, logins, secret)
     problems += _secret_problems(host, secret_pair[0], target, secret_pair[1], secret, secret_pair[2])
     return problems
+
+
+def _flag(value: Any) -> bool | None:
+    """A boolean setting as True/False; None when it is not set (or not one)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return value.strip().lower() in ("true", "yes", "on", "1")
+    return None
+
+
+def _tls_problems(
+    host: str, values: Mapping[str, Any], target: str, target_values: Mapping[str, Any], kind: str, address: Any
+) -> list[str]:
+    """TLS on both ends of a connection, and on by default between hosts (docs/deploy.md, "TLS").
+
+    A layout is multi-host for a service when an app host reaches it on another host: then the
+    connection carries passwords and jobs over the network and must use TLS, unless the operator
+    sets netjobs_allow_plaintext: true. Unset flags (a view without them) are not judged.
+    """
+    if kind == "redis":
+        mine_var, theirs_var, what = "netjobs_app_redis_tls", "redis_tls", "Redis"
+    else:
+        mine_var, theirs_var, what = "netjobs_app_database_tls", "postgresql_ssl", "PostgreSQL"
+    mine, theirs = _flag(values.get(mine_var)), _flag(target_values.get(theirs_var))
+    problems = []
+    if mine is True and theirs is False:
+        problems.append(f"{host}: {mine_var} is true, but {theirs_var} is false on {target}: {what} would refuse TLS")
+    elif mine is False and theirs is True and (kind == "redis" or (target != host and not is_loopback(address))):
+        problems.append(
+            f"{host}: {mine_var} is false, but {theirs_var} is true on {target}: {what} accepts only TLS from {host}"
+        )
+    elif mine is False and target != host and not is_loopback(address) and not _flag(values.get("netjobs_allow_plaintext")):
+        problems.append(
+            f"{host}: {mine_var} is false, but {what} runs on another host ({target}): passwords and jobs would cross "
+            f"the network in clear text; set {mine_var} (and {theirs_var} on {target}) to true, or "
+            f"netjobs_allow_plaintext: true to accept that"
+        )
+    return problems
+
+
+def _database_logins(target: str, secret: SecretLookup) -> dict[str, Any] | None:
+    """postgresql_netjobs_logins on the database host, None when unset, empty or not evaluable."""
+    try:
+        logins = secret(target, "postgresql_netjobs_logins")
+    except LookupError:
+        return None
+    return dict(logins) if isinstance(logins, Mapping) and logins else None
+
+
+def _login_problems(host: str, username: Any, target: str, logins: Mapping[str, Any], secret: SecretLookup) -> list[str]:
+    if username is None:
+        return []
+    if username not in logins:
+        return [
+            f"{host}: netjobs_app_database_username is '{username}', which is not in postgresql_netjobs_logins on "
+            f"{target} ({', '.join(sorted(map(str, logins)))}): the app could not log in to PostgreSQL"
+        ]
+    try:
+        password = secret(host, "netjobs_app_database_password")
+    except LookupError as error:
+        return [f"{host}: netjobs_app_database_password cannot be evaluated: {error}"]
+    if password is None:
+        return []
+    if str(password) == "":
+        return [f"{host}: netjobs_app_database_password is empty"]
+    if str(password) != str(logins[username]):
+        return [
+            f"{host}: netjobs_app_database_password differs from the password of '{username}' in "
+            f"postgresql_netjobs_logins on {target}: the app could not log in to PostgreSQL"
+        ]
+    return []
 
 
 def _app_hosts(views: Mapping[str, Mapping[str, Any]], groups: Mapping[str, list[str]]) -> list[str]:
