@@ -14,7 +14,7 @@ LINT_PATHS := $(wildcard roles playbooks molecule inventories)
 # Scenarios run side by side (each has its own hosts and address block). Most of a drill's time
 # is spent waiting for a bound (a lease, a lock, a warm stop), so two at a time fit 2 cores; the
 # longest starts first.
-MOLECULE_JOBS ?= 1
+MOLECULE_JOBS ?= 2
 MOLECULE_FIRST := cluster
 
 .PHONY: lab-base lab-up lab-down lint molecule
