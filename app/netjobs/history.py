@@ -24,8 +24,12 @@ History never stalls and never vanishes (the mechanics are in :mod:`netjobs.spoo
   exits, including when it is recycled by ``--max-tasks-per-child`` (billiard runs
   ``worker_process_shutdown`` in the child before it exits), and at interpreter exit.
 
-What a process still holds in memory when it is killed with SIGKILL (normally under FLUSH_INTERVAL
-seconds of events) is lost; what it has spooled is not.
+* A task's own events are written (or spooled) when it finishes (``task_postrun``), before its
+  message is acknowledged: a process killed after that loses nothing of it.
+
+What a process still holds in memory when it is killed with SIGKILL is lost: the events of the
+task it was running (that task is delivered again, and records again) and a producer's last
+FLUSH_INTERVAL seconds of PUBLISHED events; what it has spooled is not.
 """
 
 from __future__ import annotations
@@ -699,6 +703,16 @@ def _on_retry(request=None, reason=None, **_):
     fields = _request_fields(request)
     fields["retries"] = fields["retries"] + 1
     recorder.record(RunEvent(task_id=request.id, state=RETRY, error=summarize(str(reason)), **fields))
+
+
+@signals.task_postrun.connect
+def _flush_after_task(**_):
+    # With acks_late the message is acknowledged once this returns: the task's events must be in
+    # PostgreSQL (or the spool) by then, or a SIGKILL of this process right after the ack (an OOM
+    # kill) would lose the outcome of a task that will never run again. Batching still applies to
+    # the events of other threads and to producers.
+    with no_fork_during():
+        recorder.flush()
 
 
 @signals.task_revoked.connect

@@ -29,6 +29,7 @@ from celery import bootsteps
 from kombu.transport.redis import Channel as KombuRedisChannel
 
 from netjobs.config import Settings, get_settings
+from netjobs.forks import no_fork_during
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,10 @@ class LeaseKeeper:
 
     def _run(self) -> None:
         while True:
-            self.step()
+            # This thread lives in a prefork worker's parent: a child forked while it is inside an
+            # import (its first renewal and reap import lazily) or a connect hangs for ever.
+            with no_fork_during():
+                self.step()
             time.sleep(self.interval)
 
     def step(self, now: float | None = None) -> list[HeldMessage]:

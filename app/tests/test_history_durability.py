@@ -19,6 +19,7 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+from netjobs.leases import UNACKED_KEY
 from tests.conftest import wait_until
 from tests.support.servers import (
     PG_BIN,
@@ -610,3 +612,23 @@ def test_recycled_prefork_child_writes_or_spools_its_buffer(stack):
     assert json.loads(stack.python(REPLAY_NOW).stdout)["drained"]
     assert len(finished_rows(stack, ids)) == 3
     assert stack.spool_lengths() == (0, 0)
+
+
+@pytest.mark.slow
+def test_a_task_s_outcome_is_recorded_before_its_message_is_acknowledged(stack):
+    # The child flushes only once an hour in the background; a SIGKILL right after the ack (an OOM
+    # kill, `kill -9` in drill 1) must not take the outcome of a finished task with it.
+    long_flush = {"PYTHONPATH": os.pathsep.join(filter(None, [long_flush_interval_path(stack.tmp),
+                                                             os.environ.get("PYTHONPATH")]))}
+    with celery_worker({**stack.env, **long_flush}, queues="default", concurrency=1,
+                       hostname="ackorder@localhost") as w:
+        done = json.loads(stack.python(PINGS, "3", "netjobs.diag.db_roundtrip", extra_env=long_flush).stdout)
+        children = {result["pid"] for _, result in done}
+        assert len(children) == 1, "one child ran the three tasks"
+        with stack.client() as client:
+            wait_until(lambda: client.hlen(UNACKED_KEY) == 0, 10, message="the three messages acknowledged")
+        os.kill(children.pop(), signal.SIGKILL)
+        ids = [task_id for task_id, _ in done]
+        wait_until(lambda: len(finished_rows(stack, ids)) == 3, 10, interval=0.5,
+                   message="SUCCESS rows of the tasks a SIGKILLed child had finished")
+        assert w.proc.poll() is None
