@@ -1,10 +1,10 @@
 """Job history: Celery signals record every task's life in ``job_runs``.
 
 Tasks do nothing for this. Each process (producer, worker parent, prefork child) keeps a small
-buffer of state events; a background thread folds them per task and writes them with one
-multi-row upsert every ``FLUSH_INTERVAL`` seconds, so history costs a short task almost nothing.
-Events can arrive out of order from different processes (a worker may start a task before the
-producer's buffer is flushed), so the upsert keeps the state with the newest timestamp.
+buffer of state events; a background thread writes them with multi-row upserts every
+``FLUSH_INTERVAL`` seconds, so history costs a short task almost nothing. Events can arrive out of
+order from different processes (a worker may start a task before the producer's buffer is
+flushed), so the upsert decides which state a row keeps (_TAKES_STATE, the one place of that rule).
 
 History never stalls and never vanishes (the mechanics are in :mod:`netjobs.spool`):
 
@@ -148,56 +148,23 @@ class RunEvent:
     queue_wait: float | None = None
     counted: bool = False
 
-    def merge(self, newer: RunEvent) -> RunEvent:
-        """Fold a later event for the same task into this one (same rules as the SQL upsert)."""
-        take_new = _takes_state(self, newer)
-        for name in ("task_name", "parent_id", "root_id", "group_id", "args_summary", "submitted_by"):
-            if getattr(self, name) is None:
-                setattr(self, name, getattr(newer, name))
-        for name in ("queue", "worker", "duration_ms", "result_summary"):
-            if getattr(newer, name) is not None:
-                setattr(self, name, getattr(newer, name))
-        if take_new:
-            self.state, self.error, self.state_at = newer.state, newer.error, newer.state_at
-        self.retries = max(self.retries, newer.retries)
-        self.published_at = _least(self.published_at, newer.published_at)
-        self.started_at = _greatest(self.started_at, newer.started_at)
-        self.finished_at = _greatest(self.finished_at, newer.finished_at)
-        return self
-
     def row(self) -> tuple:
         return tuple(getattr(self, c) for c in COLUMNS)
 
 
-def _takes_state(current: RunEvent, newer: RunEvent) -> bool:
-    """The same rule as _TAKES_STATE in the upsert (``current.retries`` is the merged maximum, as
-    the row's ``retries`` column is)."""
-    if newer.state == PUBLISHED:
-        return current.state == PUBLISHED and newer.state_at >= current.state_at
-    if current.state == PUBLISHED:
-        return True
-    if newer.state == RETRY and current.state != RETRY and current.retries >= newer.retries:
-        return False
-    if current.state == RETRY and newer.state != RETRY and newer.retries >= current.retries:
-        return True
-    return newer.state_at >= current.state_at
-
-
-def _least(a, b):
-    return b if a is None else a if b is None else min(a, b)
-
-
-def _greatest(a, b):
-    return b if a is None else a if b is None else max(a, b)
-
-
-def fold(events: list[RunEvent]) -> list[RunEvent]:
-    """One event per task id, in first-seen order."""
-    folded: dict[str, RunEvent] = {}
+def in_rounds(events: list[RunEvent]) -> list[list[RunEvent]]:
+    """``events`` as rounds holding at most one event per task, each task's events in recorded order
+    (the n-th event of every task in round n): one upsert per round, as PostgreSQL refuses a task
+    twice in one statement. The order of states is decided by the upsert alone (_TAKES_STATE)."""
+    rounds: list[list[RunEvent]] = []
+    seen: dict[str, int] = {}
     for event in events:
-        current = folded.get(event.task_id)
-        folded[event.task_id] = event if current is None else current.merge(event)
-    return list(folded.values())
+        n = seen.get(event.task_id, 0)
+        seen[event.task_id] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(event)
+    return rounds
 
 
 class HistoryRecorder:
@@ -274,16 +241,17 @@ class HistoryRecorder:
             if not pending:
                 return 0
             self._count(pending)
-            rows = fold(pending)
             if self._down_since is None:
                 try:
-                    written = _write(rows)
+                    written = _write(pending)
                 except Exception as exc:  # noqa: BLE001 - history must never break a task
                     self.database_unavailable(exc)
                 else:
                     self._report_drops()
                     return written
-            if self._spool_rows(rows):
+            # Rounds written before a failure are written again from the spool: upserts of
+            # events, which end the same in any order.
+            if self._spool_rows(pending):
                 self._report_drops()
             return 0
 
@@ -535,14 +503,22 @@ def _write_rows(rows: list[tuple]) -> int:
     return spool.write_rows(UPSERT_SQL, rows, minimal=_minimal_row, what="job history")
 
 
-def _write(rows: list[RunEvent]) -> int:
-    """Upsert ``rows`` (one per task id). Returns how many were written; raises only when PostgreSQL
-    is unavailable (spool.database_unavailable)."""
-    return _write_rows([_storable(list(r.row())) for r in rows])
+def _write(events: list[RunEvent]) -> int:
+    """Upsert ``events``, a round at a time (in_rounds). Returns how many rows were written; raises
+    only when PostgreSQL is unavailable (spool.database_unavailable)."""
+    return sum(_write_rows([_storable(list(e.row())) for e in round_]) for round_ in in_rounds(events))
 
 
-def _spool_entries(rows: list[RunEvent]) -> list[str]:
-    """``rows`` as spool entries of at most FLUSH_BATCH rows: {"v", "columns", "rows"}."""
+def _spool_entries(events: list[RunEvent]) -> list[str]:
+    """``events`` as spool entries of at most FLUSH_BATCH rows, {"v", "columns", "rows"}, in rounds
+    (in_rounds): an entry is replayed with one upsert."""
+    entries = []
+    for round_ in in_rounds(events):
+        entries.extend(_round_entries(round_))
+    return entries
+
+
+def _round_entries(rows: list[RunEvent]) -> list[str]:
     entries = []
     for start in range(0, len(rows), FLUSH_BATCH):
         chunk = []

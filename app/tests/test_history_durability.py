@@ -314,18 +314,14 @@ def test_a_late_retry_event_does_not_hide_the_outcome_of_the_next_attempt(db):
                                "SUCCESS"),
     }
     expected = {}
-    batches: dict[int, list] = {}
+    one_flush = []  # every order of every scenario in one flush: written in rounds, one per arrival position
     for name, (events, final) in scenarios.items():
         for n, order in enumerate(permutations(events)):
             task_id = f"order-{name}-{n}"
             expected[task_id] = final
-            runs = [history.RunEvent(task_id, state, at, retries=retries) for state, at, retries in order]
-            assert history.fold(runs)[0].state == final, (name, order)
-            for position, run in enumerate(runs):
-                batches.setdefault(position, []).append(history.RunEvent(task_id, run.state, run.state_at,
-                                                                         retries=run.retries))
-    for position in sorted(batches):  # one upsert per arrival position: every order reaches PostgreSQL
-        history._write(batches[position])
+            one_flush += [history.RunEvent(task_id, state, at, retries=retries) for state, at, retries in order]
+    assert max(len(r) for r in history.in_rounds(one_flush)) == len(expected)
+    history._write(one_flush)
     with db.connect() as conn:
         stored = dict(conn.execute(text("SELECT task_id, state FROM job_runs WHERE task_id LIKE 'order-%'")).all())
     assert stored == expected
