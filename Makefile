@@ -39,5 +39,14 @@ $(VBIN)/.installed: pyproject.toml
 	@touch $@
 venv: $(VBIN)/.installed ## create the development virtualenv (.venv)
 
-test: deps venv $(TEST_TARGETS) ## lint, app tests and every Molecule scenario (what CI runs)
+# CI's 2 cores are the limit: what waits on the network or on lab hosts runs side by side with
+# what computes. The venv and wheelhouse (pip) build while the lab bases are debootstrapped; the
+# app tests run alone (two pytest workers fill both cores); the other checks run two at a time;
+# then the Molecule scenarios (tools/molecule-run, MOLECULE_JOBS at a time).
+TEST_SIDE_BY_SIDE = $(filter-out test-app molecule,$(TEST_TARGETS))
+test: deps ## lint, app tests and every Molecule scenario (what CI runs)
+	$(MAKE) --no-print-directory --output-sync=target -j2 wheelhouse lab-base
+	$(MAKE) --no-print-directory $(filter test-app,$(TEST_TARGETS))
+	$(MAKE) --no-print-directory --output-sync=target -j2 $(TEST_SIDE_BY_SIDE)
+	$(MAKE) --no-print-directory $(filter molecule,$(TEST_TARGETS))
 	@echo "make test: all of $(TEST_TARGETS) passed"

@@ -46,13 +46,36 @@ def count(ids_file, timeout):
         if (not pending and finished_runs >= len(ids)) or time.monotonic() > deadline:
             break
         time.sleep(2)
+    unfinished = [task_id for task_id, state in zip(ids, states) if state not in ("SUCCESS", "FAILURE", "REVOKED")]
     print(json.dumps({
         "submitted": len(ids),
         "success": states.count("SUCCESS"),
         "failure": states.count("FAILURE"),
         "pending": pending,
         "job_runs": runs,
+        # Where the messages of unfinished tasks are, to tell a lost message from a slow one.
+        "unfinished": {task_id: where(task_id) for task_id in unfinished[:10]},
     }, sort_keys=True))
+
+
+def where(task_id):
+    """The Redis lists and the unacked entry holding ``task_id``'s message, and the leases naming it."""
+    from netjobs.leases import LEASE_KEY, LEASES_KEY, UNACKED_INDEX_KEY, UNACKED_KEY
+
+    found = []
+    with app.connection_for_write() as conn:
+        client = conn.default_channel.client
+        for key in client.scan_iter(match="*", count=1000, _type="list"):
+            if task_id.encode() in b"".join(client.lrange(key, 0, -1)):
+                found.append(f"list {key.decode(errors='replace')!r}")
+        for tag, raw in client.hscan_iter(UNACKED_KEY):
+            if task_id.encode() in raw:
+                tag = tag.decode()
+                delivered = client.zscore(UNACKED_INDEX_KEY, tag)
+                holders = [w.decode() for w in client.zrange(LEASES_KEY, 0, -1)
+                           if tag in (client.get(LEASE_KEY.format(worker=w.decode())) or b"").decode()]
+                found.append(f"unacked {tag} delivered {time.time() - (delivered or 0):.0f}s ago, leased by {holders}")
+    return found or ["nowhere in Redis"]
 
 
 if __name__ == "__main__":
