@@ -6,7 +6,9 @@ Everything here only reads; the Redis commands are the ones the app's ACL user m
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import datetime, timezone
+from typing import Iterator
 
 from netjobs.config import Settings, get_settings
 from netjobs.queues import PRIORITY_STEPS
@@ -52,9 +54,23 @@ def _declared_queues(app) -> list[str]:
     return [q.name for q in (app.conf.task_queues or ())]
 
 
+@contextmanager
+def reply_connection(app) -> Iterator:
+    """A broker connection of its own for a broadcast that waits for replies, closed afterwards.
+
+    A broadcast that ends by its timeout leaves its channel inside a blocking read of the reply
+    queue; on a pooled connection that read outlives the call, and a process forked later (a
+    multiprocessing child) inherits the socket mid-read: kombu's after-fork cleanup in the child
+    then waits for a reply that never comes, and the parent's next broadcasts get none.
+    """
+    with app.connection_for_write() as connection:
+        yield connection
+
+
 def queue_consumers(app, timeout: float = 1.0) -> dict[str, list[str]]:
     """Queue name -> hostnames of the workers consuming it. Declared queues nobody consumes map to []."""
-    replies = app.control.inspect(timeout=timeout).active_queues() or {}
+    with reply_connection(app) as connection:
+        replies = app.control.inspect(timeout=timeout, connection=connection).active_queues() or {}
     consumers: dict[str, set[str]] = {name: set() for name in _declared_queues(app)}
     for hostname, queues in replies.items():
         for queue in queues or ():
@@ -68,14 +84,16 @@ def workers_answering(app, timeout: float = 1.0) -> dict[str, dict]:
     Summary keys: name, ok, pid, uptime (s), pool, concurrency, processes, processed (tasks since
     start), active (tasks running now), queues.
     """
-    pongs = app.control.inspect(timeout=timeout).ping() or {}
-    if not pongs:
-        return {}
-    # The hosts are known now: each later broadcast returns as soon as all of them have answered.
-    inspect = app.control.inspect(timeout=timeout, destination=list(pongs), limit=len(pongs))
-    stats = inspect.stats() or {}
-    active = inspect.active() or {}
-    queues = inspect.active_queues() or {}
+    with reply_connection(app) as connection:
+        pongs = app.control.inspect(timeout=timeout, connection=connection).ping() or {}
+        if not pongs:
+            return {}
+        # The hosts are known now: each later broadcast returns as soon as all of them have answered.
+        inspect = app.control.inspect(timeout=timeout, destination=list(pongs), limit=len(pongs),
+                                      connection=connection)
+        stats = inspect.stats() or {}
+        active = inspect.active() or {}
+        queues = inspect.active_queues() or {}
     summary = {}
     for host in sorted(pongs):
         info = stats.get(host) or {}

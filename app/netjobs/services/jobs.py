@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from netjobs.errors import PermanentError, ValidationError
+from netjobs.services.health import reply_connection
 
 READY_STATES = ("SUCCESS", "FAILURE", "REVOKED")
 RUNNING_STATES = ("STARTED", "PROGRESS", "RETRY")
@@ -254,8 +255,9 @@ def cancel_job(app, task_id: str, terminate: bool = False, reply_timeout: float 
     if reply_timeout is None:
         app.control.revoke(task_id, terminate=terminate, signal="SIGTERM")
     else:
-        replies = app.control.revoke(task_id, terminate=terminate, signal="SIGTERM", reply=True,
-                                     timeout=reply_timeout) or []
+        with reply_connection(app) as connection:
+            replies = app.control.revoke(task_id, terminate=terminate, signal="SIGTERM", reply=True,
+                                         timeout=reply_timeout, connection=connection) or []
         acknowledged = sorted(name for reply in replies for name in reply)
     if running and not terminate:
         return Cancelled(task_id, STILL_RUNNING, shown_state,
