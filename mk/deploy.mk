@@ -1,6 +1,9 @@
 # The appliance: wheelhouse, `make lab`, reference unit files, deployment scenarios.
 # Included by the root Makefile; see docs/deploy.md.
 MOLECULE_SCENARIOS += default cluster backup-restore upgrade
+# Headless Chromium on the controller: molecule/default loads Flower's Broker page in it
+# (molecule/shared/tasks/flower-broker-page.yml).
+APT_PACKAGES += chromium
 TEST_TARGETS += check-lock check-rendered check-bad-input
 
 # The wheelhouse is built from a netjobs source tree (this one; the upgrade scenario builds an

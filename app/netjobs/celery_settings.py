@@ -61,8 +61,11 @@ def celery_settings(s: Settings) -> dict:
     }
     return {
         "broker_url": s.broker_url,
-        # Same Redis protocol, fewer round trips per task (see the modules; bench/README.md).
-        **({} if s.broker_url.startswith("sentinel://") else {"broker_transport": "netjobs.redis_transport:Transport"}),
+        # Same Redis protocol, fewer round trips per task (see the modules; bench/README.md). Not for
+        # Flower (NETJOBS_BROKER_TRANSPORT=kombu): its Broker page reads queues only through a URI
+        # whose scheme is redis, which kombu gives for its own transport only.
+        **({} if s.broker_url.startswith("sentinel://") or s.broker_transport == "kombu"
+           else {"broker_transport": "netjobs.redis_transport:Transport"}),
         "result_backend": s.result_backend_url,
         # Celery's loader maps redis:// result URLs to this class (see netjobs.redis_backend).
         "override_backends": {scheme: "netjobs.redis_backend:RedisBackend" for scheme in ("redis", "rediss")},

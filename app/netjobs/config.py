@@ -3,6 +3,9 @@
 Every other module gets its configuration from :func:`get_settings`. A bad value raises
 :class:`ConfigError` whose message names the variable; the CLI and the Celery app turn that into
 one line on stderr instead of a traceback.
+
+NETJOBS_DATABASE_URL is checked when loaded, if set, but required only when a process asks for it
+(:attr:`Settings.database_url`): Flower loads the Celery app for the broker alone and gets none.
 """
 
 from __future__ import annotations
@@ -32,12 +35,17 @@ class Settings:
     broker_url: str
     result_backend_url: str
     redbeat_url: str
-    database_url: str
+    # NETJOBS_DATABASE_URL, validated; empty when not set. Read it as database_url, which refuses
+    # an empty one. Not in repr: it holds the password.
+    database_url_or_empty: str = field(default="", repr=False)
     timezone: str = "UTC"
     redis_tls_ca_file: str = ""
     redis_tls_cert_file: str = ""
     redis_tls_key_file: str = ""
     redis_sentinel_master: str = ""
+    # kombu transport of the broker: "netjobs" (netjobs.redis_transport, one redis-py client per
+    # channel) or "kombu" (kombu's own Redis transport, whose redis:// URI Flower's Broker page reads).
+    broker_transport: str = "netjobs"
     backup_repo: Path = Path("/var/lib/netjobs/config-backups")
     extra_queues: tuple[str, ...] = ()
     task_soft_time_limit: int = 540
@@ -78,11 +86,22 @@ class Settings:
     syslog_device_refresh_seconds: float = 60.0
     syslog_max_line_bytes: int = 8192
     syslog_linux_pattern: str = ""
-    api_listen: tuple[str, int] = ("127.0.0.1", 8470)
+    api_listen: tuple[tuple[str, int], ...] = (("127.0.0.1", 8470),)
+    api_tls_cert_file: str = ""
+    api_tls_key_file: str = ""
     api_root_path: str = ""
     api_auth_failures: int = 10
     api_auth_window_seconds: int = 300
     api_forwarded_allow_ips: tuple[str, ...] = ()
+
+    @property
+    def database_url(self) -> str:
+        """The PostgreSQL URL. Raises ConfigError when NETJOBS_DATABASE_URL is not set: only the
+        processes that use the database need it (Flower, which reads the broker only, has none)."""
+        if not self.database_url_or_empty:
+            raise ConfigError("NETJOBS_DATABASE_URL is not set (see /etc/netjobs/netjobs.env), but this process "
+                              "uses the database")
+        return self.database_url_or_empty
 
     @property
     def queues(self) -> tuple[str, ...]:
@@ -238,6 +257,14 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _optional(parse: Callable[[str], str]) -> Callable[[str], str]:
+    """``parse``, except that an empty or blank value means not set (an empty string)."""
+    def parse_or_empty(raw: str) -> str:
+        return parse(raw) if raw.strip() else ""
+
+    return parse_or_empty
+
+
 def _readable_file(raw: str) -> str:
     path = raw.strip()
     if path and not os.access(path, os.R_OK):
@@ -258,6 +285,16 @@ def _listen_address(raw: str) -> tuple[str, int]:
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ValueError(f"has an invalid port {port!r} (1-65535)")
     return host, int(port)
+
+
+def _listen_addresses(raw: str) -> tuple[tuple[str, int], ...]:
+    """One or more ``HOST:PORT`` separated by commas (loopback and a management address)."""
+    addresses = tuple(_listen_address(part) for part in raw.split(",") if part.strip())
+    if not addresses:
+        raise ValueError("must name at least one HOST:PORT")
+    if len(set(addresses)) != len(addresses):
+        raise ValueError(f"names an address twice: {raw!r}")
+    return addresses
 
 
 def _user_pattern(raw: str) -> str:
@@ -318,12 +355,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         broker_url=broker,
         result_backend_url=read("RESULT_BACKEND_URL", _redis_url, broker),
         redbeat_url=read("REDBEAT_URL", _redis_url, broker),
-        database_url=read("DATABASE_URL", _database_url, required=True),
+        # Optional here; Settings.database_url refuses it missing where it is used.
+        database_url_or_empty=read("DATABASE_URL", _optional(_database_url), ""),
         timezone=read("TIMEZONE", _timezone, "UTC"),
         redis_tls_ca_file=read("REDIS_TLS_CA_FILE", _readable_file, ""),
         redis_tls_cert_file=read("REDIS_TLS_CERT_FILE", _readable_file, ""),
         redis_tls_key_file=read("REDIS_TLS_KEY_FILE", _readable_file, ""),
         redis_sentinel_master=read("REDIS_SENTINEL_MASTER", _text, "").strip(),
+        broker_transport=read("BROKER_TRANSPORT", _choice("netjobs", "kombu"), "netjobs"),
         backup_repo=read("BACKUP_REPO", Path, Settings.backup_repo),
         extra_queues=read("EXTRA_QUEUES", _queue_list, ()),
         task_soft_time_limit=read("TASK_SOFT_TIME_LIMIT", _int_between(1, 86400), 540),
@@ -364,7 +403,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         syslog_device_refresh_seconds=read("SYSLOG_DEVICE_REFRESH_SECONDS", _float_between(1, 86400), 60.0),
         syslog_max_line_bytes=read("SYSLOG_MAX_LINE_BYTES", _int_between(480, 1 << 20), 8192),
         syslog_linux_pattern=read("SYSLOG_LINUX_PATTERN", _user_pattern, ""),
-        api_listen=read("API_LISTEN", _listen_address, ("127.0.0.1", 8470)),
+        api_listen=read("API_LISTEN", _listen_addresses, (("127.0.0.1", 8470),)),
+        api_tls_cert_file=read("API_TLS_CERT_FILE", _readable_file, ""),
+        api_tls_key_file=read("API_TLS_KEY_FILE", _readable_file, ""),
         api_root_path=read("API_ROOT_PATH", _root_path, ""),
         api_auth_failures=read("API_AUTH_FAILURES", _int_between(1, 100000), 10),
         api_auth_window_seconds=read("API_AUTH_WINDOW_SECONDS", _int_between(1, 86400), 300),
@@ -394,6 +435,9 @@ def _check_relations(s: Settings) -> None:
     if sentinel_urls and tls_urls:
         raise ConfigError(f"{' and '.join(sentinel_urls)} use sentinel:// while {' and '.join(tls_urls)} use "
                           "rediss://: Sentinel with TLS is not supported yet; use one or the other")
+    if bool(s.api_tls_cert_file) != bool(s.api_tls_key_file):
+        raise ConfigError("NETJOBS_API_TLS_CERT_FILE and NETJOBS_API_TLS_KEY_FILE go together (the API's HTTPS "
+                          "certificate and its key): set both or neither")
     if bool(s.redis_tls_cert_file) != bool(s.redis_tls_key_file):
         raise ConfigError("NETJOBS_REDIS_TLS_CERT_FILE and NETJOBS_REDIS_TLS_KEY_FILE go together "
                           "(a client certificate and its key): set both or neither")

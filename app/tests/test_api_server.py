@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import tempfile
 import time
@@ -16,17 +17,19 @@ import httpx
 import pytest
 
 from tests.support.cli import run_netjobs
+from tests.support.pki import make_cert, make_pki
 from tests.support.servers import PG_BIN, VENV_BIN, _as_postgres, free_port, postgres_server, wait_for_port
 
 API = "/api/v1"
 
 
 @contextmanager
-def api_process(env: dict[str, str], *args: str):
-    """`netjobs-api` on a free loopback port; yields (base URL, log file)."""
+def api_process(env: dict[str, str], *args: str, hosts: tuple[str, ...] = ("127.0.0.1",), scheme: str = "http"):
+    """`netjobs-api` on a free port of each loopback address in ``hosts``; yields (base URL of the
+    first, log file)."""
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="netjobs-api-", suffix=".log")[1])
-    full_env = {**os.environ, **env, "NETJOBS_API_LISTEN": f"127.0.0.1:{port}"}
+    full_env = {**os.environ, **env, "NETJOBS_API_LISTEN": ",".join(f"{host}:{port}" for host in hosts)}
     with open(log, "w") as out:
         proc = subprocess.Popen([str(VENV_BIN / "netjobs-api"), *args], env=full_env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -35,7 +38,7 @@ def api_process(env: dict[str, str], *args: str):
             wait_for_port(port, timeout=30)
         except TimeoutError:
             raise AssertionError(f"netjobs-api did not listen:\n{log.read_text()}") from None
-        yield f"http://127.0.0.1:{port}", log
+        yield f"{scheme}://{hosts[0]}:{port}", log
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -93,6 +96,29 @@ def test_bad_settings_stop_the_api_with_one_line(netjobs_env):
                              env={**os.environ, **netjobs_env, "NETJOBS_API_LISTEN": "127.0.0.1:8470"},
                              capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0 and "127.0.0.1:8470" in checked.stdout
+
+
+def test_the_api_serves_https_on_each_of_its_addresses(netjobs_env, tmp_path):
+    pki = make_pki(tmp_path)
+    make_cert(pki, "site-ca", "api", "IP:127.0.0.1,IP:127.0.0.2")
+    env = {**netjobs_env, "NETJOBS_API_TLS_CERT_FILE": str(pki / "api.pem"),
+           "NETJOBS_API_TLS_KEY_FILE": str(pki / "api.key")}
+    site_ca, other_ca = (ssl.create_default_context(cafile=pki / name) for name in ("site-ca.pem", "other-ca.pem"))
+    with api_process(env, hosts=("127.0.0.1", "127.0.0.2"), scheme="https") as (base, _):
+        port = base.rsplit(":", 1)[1]
+        for host in ("127.0.0.1", "127.0.0.2"):
+            live = httpx.get(f"https://{host}:{port}{API}/health/live", verify=site_ca)
+            assert live.json() == {"status": "live"}
+        with pytest.raises(httpx.HTTPError):  # no clear text beside HTTPS
+            httpx.get(f"http://127.0.0.1:{port}{API}/health/live", timeout=5)
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(f"{base}{API}/health/live", verify=other_ca)
+    half = subprocess.run([str(VENV_BIN / "netjobs-api"), "--check"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **netjobs_env, "NETJOBS_API_TLS_CERT_FILE": str(pki / "api.pem")})
+    assert half.returncode == 2 and "NETJOBS_API_TLS_CERT_FILE and NETJOBS_API_TLS_KEY_FILE go together" in half.stderr
+    twice = subprocess.run([str(VENV_BIN / "netjobs-api"), "--check"], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, **netjobs_env, "NETJOBS_API_LISTEN": "127.0.0.1:8470,127.0.0.1:8470"})
+    assert twice.returncode == 2 and "names an address twice" in twice.stderr
 
 
 @pytest.mark.slow

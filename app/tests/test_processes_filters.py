@@ -139,8 +139,10 @@ def test_flower_gets_the_broker_and_its_own_settings_but_no_secret_beyond_them()
     assert env["FLOWER_DB"] == "/var/lib/netjobs/flower/flower.db"
     for key in ("NETJOBS_DEVICE_PASSWORD", "NETJOBS_DEVICE_USERNAME", "NETJOBS_COMPLIANCE_RULES", "NETJOBS_BACKUP_REPO"):
         assert key not in env
-    # The database URL netjobs.config insists on carries no credentials and no real host.
-    assert env["NETJOBS_DATABASE_URL"] == filters.FLOWER_DATABASE_PLACEHOLDER
+    # No database URL (netjobs.config asks for it only where it is used), and kombu's own transport,
+    # whose redis:// URI Flower's Broker page reads.
+    assert "NETJOBS_DATABASE_URL" not in env
+    assert env["NETJOBS_BROKER_TRANSPORT"] == "kombu"
     assert "dbpw" not in str(env)
     assert "FLOWER_CERTFILE" not in env
 
@@ -195,6 +197,19 @@ def test_api_is_off_by_default_and_gets_its_listen_address():
     assert (api["unit"], api["env_file"]) == ("netjobs-api.service", "/etc/netjobs/api.env")
     assert api["environment"]["NETJOBS_API_LISTEN"] == "127.0.0.1:8470"
     assert "NETJOBS_DEVICE_PASSWORD" not in api["environment"]
+    assert "NETJOBS_API_TLS_CERT_FILE" not in api["environment"]
+
+
+def test_api_serves_loopback_and_the_management_address_over_https():
+    api = by_name(filters.processes(spec(api={"enabled": True, "address": "127.0.0.1", "port": 8470,
+                                              "management_address": "10.0.0.5",
+                                              "certfile": "/etc/netjobs/tls/server.crt",
+                                              "keyfile": "/etc/netjobs/tls/server.key"})))["api"]
+    assert api["environment"]["NETJOBS_API_LISTEN"] == "127.0.0.1:8470,10.0.0.5:8470"
+    assert (api["environment"]["NETJOBS_API_TLS_CERT_FILE"], api["environment"]["NETJOBS_API_TLS_KEY_FILE"]) == (
+        "/etc/netjobs/tls/server.crt", "/etc/netjobs/tls/server.key")
+    with pytest.raises(filters.ProcessesError, match="both a certificate and a key"):
+        filters.processes(spec(api={"enabled": True, "address": "::1", "port": 8470, "certfile": "/c"}))
 
 
 def test_without_netjobs_env_the_processes_still_expand():

@@ -40,10 +40,6 @@ APP_ENVIRONMENT_KEYS = {
     "api": _CELERY_KEYS + ("NETJOBS_DATABASE_URL", "NETJOBS_HISTORY_ENABLED", "NETJOBS_BACKLOG_THRESHOLD",
                            "NETJOBS_API_*"),
 }
-# netjobs.config requires NETJOBS_DATABASE_URL of every process that loads the Celery settings,
-# Flower included, which never connects to it. Flower gets this address without credentials,
-# which no PostgreSQL answers (reported: netjobs.config should not require it there).
-FLOWER_DATABASE_PLACEHOLDER = "postgresql+psycopg2://flower-uses-no-database@localhost.invalid:5432/none"
 
 
 class ProcessesError(ValueError):
@@ -124,7 +120,8 @@ def processes(spec):
     flower = spec.get("flower") or {}
     if _bool(flower.get("enabled")):
         environment = app_environment_subset(spec.get("app_environment"), APP_ENVIRONMENT_KEYS["flower"])
-        environment["NETJOBS_DATABASE_URL"] = FLOWER_DATABASE_PLACEHOLDER
+        # kombu's own Redis transport: Flower's Broker page lists the queues only for a redis:// URI.
+        environment["NETJOBS_BROKER_TRANSPORT"] = "kombu"
         environment.update({
             "FLOWER_ADDRESS": flower["address"],
             "FLOWER_PORT": flower["port"],
@@ -171,9 +168,15 @@ def processes(spec):
                               supervisor_capabilities=["CAP_NET_BIND_SERVICE"] if privileged else []))
     api = spec.get("api") or {}
     if _bool(api.get("enabled")):
-        listen = listen_address(api["address"], api["port"])
+        addresses = [api["address"]] + ([api["management_address"]] if api.get("management_address") else [])
+        listen = ",".join(listen_address(address, api["port"]) for address in addresses)
         environment = app_environment_subset(spec.get("app_environment"), APP_ENVIRONMENT_KEYS["api"])
         environment["NETJOBS_API_LISTEN"] = listen
+        if bool(api.get("certfile")) != bool(api.get("keyfile")):
+            raise ProcessesError("the API's HTTPS needs both a certificate and a key file, or neither")
+        if api.get("certfile"):
+            environment["NETJOBS_API_TLS_CERT_FILE"] = api["certfile"]
+            environment["NETJOBS_API_TLS_KEY_FILE"] = api["keyfile"]
         result.append(_single("api", spec, environment, listen=listen))
     for process in result:
         process.setdefault("supervisor_capabilities", list(process["capabilities"]))
