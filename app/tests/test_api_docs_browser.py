@@ -267,12 +267,18 @@ REDOC_OPERATIONS = """(() => {
 })()"""
 
 
+def rendered_locally(docs_site, path: str, probe: str, page: str) -> tuple[dict, list[str]]:
+    """Load ``path``; fail unless the page rendered (``probe``) and requested nothing from another host."""
+    rendered, foreign, requested = load(docs_site, path, probe)
+    assert not foreign, f"the {page} page requested other hosts: {foreign}"
+    assert rendered, f"{page} did not render any operation in {PAGE_TIMEOUT}s; requests: {requested}"
+    assert rendered["title"].startswith("netjobs"), rendered
+    return rendered, requested
+
+
 @pytest.mark.slow
 def test_swagger_ui_renders_the_operations_with_no_request_leaving_the_host(docs_site):
-    rendered, foreign, requested = load(docs_site, f"{API}/docs", SWAGGER_PATHS)
-    assert not foreign, f"the Swagger UI page requested other hosts: {foreign}"
-    assert rendered, f"Swagger UI did not render any operation in {PAGE_TIMEOUT}s; requests: {requested}"
-    assert rendered["title"].startswith("netjobs"), rendered
+    rendered, requested = rendered_locally(docs_site, f"{API}/docs", SWAGGER_PATHS, "Swagger UI")
     assert {f"{API}/jobs", f"{API}/jobs/{{task_id}}", f"{API}/health/live"} <= set(rendered["paths"]), rendered
     # Its assets and the schema came from the API itself.
     base = docs_site[0]
@@ -282,10 +288,7 @@ def test_swagger_ui_renders_the_operations_with_no_request_leaving_the_host(docs
 
 @pytest.mark.slow
 def test_redoc_renders_the_operations_with_no_request_leaving_the_host(docs_site):
-    rendered, foreign, requested = load(docs_site, f"{API}/redoc", REDOC_OPERATIONS)
-    assert not foreign, f"the ReDoc page requested other hosts: {foreign}"
-    assert rendered, f"ReDoc did not render any operation in {PAGE_TIMEOUT}s; requests: {requested}"
-    assert rendered["title"].startswith("netjobs"), rendered
+    rendered, requested = rendered_locally(docs_site, f"{API}/redoc", REDOC_OPERATIONS, "ReDoc")
     assert f"{API}/jobs/{{task_id}}/cancel" in rendered["text"], rendered["text"][:2000]
     base = docs_site[0]
     assert {f"{base}{API}/docs/static/redoc.standalone.js", f"{base}{API}/openapi.json"} <= set(requested), requested
