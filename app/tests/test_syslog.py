@@ -122,12 +122,25 @@ def test_a_burst_debounces_to_one_backup_and_a_long_one_is_capped():
 # --- the receiver as a process -----------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as tcp, socket.socket(type=socket.SOCK_DGRAM) as udp:
+def bound_pair() -> tuple[socket.socket, socket.socket]:
+    """A UDP and a TCP socket bound to the same loopback port (another test may hold the TCP or UDP half)."""
+    for _ in range(50):
+        tcp, udp = socket.socket(), socket.socket(type=socket.SOCK_DGRAM)
         tcp.bind(("127.0.0.1", 0))
-        port = tcp.getsockname()[1]
-        udp.bind(("127.0.0.1", port))  # free for both
-        return port
+        try:
+            udp.bind(("127.0.0.1", tcp.getsockname()[1]))
+        except OSError:
+            tcp.close()
+            udp.close()
+            continue
+        return udp, tcp
+    raise AssertionError("no loopback port free for both UDP and TCP in 50 tries")
+
+
+def free_port() -> int:
+    udp, tcp = bound_pair()
+    with udp, tcp:
+        return tcp.getsockname()[1]
 
 
 class ReceiverProcess:
@@ -261,11 +274,8 @@ def test_unknown_senders_and_garbage_are_counted_and_dropped(db, netjobs_env, re
 
 
 def test_socket_activation_takes_the_sockets_from_fds_3_and_4(db, netjobs_env, redis_client, tmp_path):
-    udp = socket.socket(type=socket.SOCK_DGRAM)
-    tcp = socket.socket()
-    udp.bind(("127.0.0.1", 0))
-    port = udp.getsockname()[1]
-    tcp.bind(("127.0.0.1", port))
+    udp, tcp = bound_pair()
+    port = tcp.getsockname()[1]
     tcp.listen(16)
     # What systemd does: the sockets as fds 3 and 4, LISTEN_PID the receiver's own pid (exec keeps it).
     launcher = ("import os, sys; os.dup2(int(sys.argv[1]), 3); os.dup2(int(sys.argv[2]), 4); "
