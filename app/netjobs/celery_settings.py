@@ -6,7 +6,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from netjobs.config import Settings
 from netjobs.queues import DEFAULT_PRIORITY, PRIORITY_STEPS, QueueTimeLimits, declare_queues, route_task
-from netjobs.redis_clients import SentinelURL, tls_options
+from netjobs.redis_clients import SentinelURL, sentinel_kwargs, tls_options
 from netjobs.schedule import default_schedule
 
 
@@ -21,12 +21,13 @@ def without_credentials(url: str) -> tuple[str, dict]:
 
 
 def tls_settings(s: Settings) -> dict:
-    """Verified TLS for each of Celery's, kombu's and RedBeat's Redis connections that uses rediss://."""
+    """Verified TLS for each of Celery's, kombu's and RedBeat's Redis connections that uses rediss://,
+    or sentinel:// with a CA set (then the servers the Sentinels name are reached over TLS too)."""
     options = tls_options(s)
     settings = {}
     for key, url in (("broker_use_ssl", s.broker_url), ("redis_backend_use_ssl", s.result_backend_url),
                      ("redbeat_redis_use_ssl", s.redbeat_url)):
-        if url.startswith("rediss://"):
+        if url.startswith("rediss://") or (options and url.startswith("sentinel://")):
             settings[key] = dict(options)
     return settings
 
@@ -39,14 +40,13 @@ def sentinel_settings(s: Settings, transport: dict) -> dict:
         if url.startswith("sentinel://"):
             parsed = SentinelURL.parse(url)
             settings[key] = {**transport, **extra, "master_name": s.redis_sentinel_master,
-                             **({"sentinel_kwargs": parsed.credentials} if parsed.credentials else {})}
+                             "sentinel_kwargs": sentinel_kwargs(s, parsed)}
     if s.redbeat_url.startswith("sentinel://"):
         parsed = SentinelURL.parse(s.redbeat_url)
         settings["redbeat_redis_url"] = "redis-sentinel://"
         settings["redbeat_redis_options"] = {
             "sentinels": parsed.nodes, "service_name": s.redis_sentinel_master, "db": parsed.db,
-            "socket_timeout": 10, **parsed.credentials,
-            **({"sentinel_kwargs": parsed.credentials} if parsed.credentials else {})}
+            "socket_timeout": 10, **parsed.credentials, "sentinel_kwargs": sentinel_kwargs(s, parsed)}
     return settings
 
 

@@ -423,10 +423,10 @@ def _check_relations(s: Settings) -> None:
     if tls_urls and not s.redis_tls_ca_file:
         raise ConfigError(f"NETJOBS_REDIS_TLS_CA_FILE is not set, but {' and '.join(tls_urls)} use rediss:// "
                           "(TLS): name the CA certificate that signed the Redis server's certificate")
-    if s.redis_tls_ca_file and not tls_urls:
-        raise ConfigError("NETJOBS_REDIS_TLS_CA_FILE is set, but no Redis URL uses rediss://: "
-                          "use rediss:// in NETJOBS_BROKER_URL (and the others) or unset it")
     sentinel_urls = [var for var, url in s.redis_urls.items() if url.startswith("sentinel://")]
+    if s.redis_tls_ca_file and not tls_urls and not sentinel_urls:
+        raise ConfigError("NETJOBS_REDIS_TLS_CA_FILE is set, but no Redis URL uses rediss:// or sentinel://: "
+                          "use rediss:// in NETJOBS_BROKER_URL (and the others) or unset it")
     if sentinel_urls and not s.redis_sentinel_master:
         raise ConfigError(f"NETJOBS_REDIS_SENTINEL_MASTER is not set, but {' and '.join(sentinel_urls)} use "
                           "sentinel://: name the master the Sentinels monitor (`sentinel monitor NAME ...`)")
@@ -434,7 +434,8 @@ def _check_relations(s: Settings) -> None:
         raise ConfigError("NETJOBS_REDIS_SENTINEL_MASTER is set, but no Redis URL uses sentinel://")
     if sentinel_urls and tls_urls:
         raise ConfigError(f"{' and '.join(sentinel_urls)} use sentinel:// while {' and '.join(tls_urls)} use "
-                          "rediss://: Sentinel with TLS is not supported yet; use one or the other")
+                          "rediss://: use sentinel:// for all of them; with NETJOBS_REDIS_TLS_CA_FILE set, "
+                          "the Sentinels and the Redis servers they name are reached over TLS")
     if bool(s.api_tls_cert_file) != bool(s.api_tls_key_file):
         raise ConfigError("NETJOBS_API_TLS_CERT_FILE and NETJOBS_API_TLS_KEY_FILE go together (the API's HTTPS "
                           "certificate and its key): set both or neither")

@@ -46,6 +46,13 @@ def tls_options(settings: Settings) -> dict:
     return options
 
 
+def sentinel_kwargs(settings: Settings, parsed: SentinelURL) -> dict:
+    """redis-py's keyword arguments for the connections to the Sentinels themselves: the ACL user's
+    credentials and, with a CA set, verified TLS (Sentinels and servers then all serve TLS)."""
+    options = tls_options(settings)
+    return {**parsed.credentials, **({"ssl": True, **options} if options else {})}
+
+
 def redis_py_url(url: str) -> str:
     """kombu's ``redis+socket://PATH?virtual_host=N`` as redis-py's ``unix://PATH?db=N``."""
     if not url.startswith("redis+socket://"):
@@ -67,8 +74,10 @@ def redis_from_url(url: str | None = None, settings: Settings | None = None, **k
 
         parsed = SentinelURL.parse(url)
         timeouts = {k: v for k, v in kwargs.items() if k.startswith("socket_")}
-        sentinel = Sentinel(parsed.nodes, sentinel_kwargs={**timeouts, **parsed.credentials})
-        return sentinel.master_for(settings.redis_sentinel_master, db=parsed.db, **parsed.credentials, **kwargs)
+        sentinel = Sentinel(parsed.nodes, sentinel_kwargs={**timeouts, **sentinel_kwargs(settings, parsed)})
+        tls = {"ssl": True, **tls_options(settings)} if settings.redis_tls_ca_file else {}
+        return sentinel.master_for(settings.redis_sentinel_master, db=parsed.db, **parsed.credentials, **tls,
+                                   **kwargs)
     if url.startswith("rediss://"):
         kwargs = {**tls_options(settings), **kwargs}
     return redis.Redis.from_url(redis_py_url(url), **kwargs)

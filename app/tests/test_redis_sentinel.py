@@ -19,6 +19,7 @@ from netjobs.config import ConfigError, load_settings
 from tests.conftest import wait_until
 from tests.support.beat import beat_process
 from tests.support.cli import run_netjobs
+from tests.support.pki import make_pki
 from tests.support.servers import REDIS_SERVER, _stop, celery_worker, free_port, wait_for_port
 
 MASTER = "netjobs"
@@ -35,27 +36,43 @@ def redis_process(workdir: Path, name: str, argv: list[str], port: int):
         _stop(proc)
 
 
+def tls_directives(pki: Path | None) -> list[str]:
+    """Serve TLS only (port 0), replicate and talk between Sentinels over TLS, as the redis role does."""
+    if pki is None:
+        return []
+    return ["tls-cert-file", str(pki / "server.pem"), "tls-key-file", str(pki / "server.key"),
+            "tls-ca-cert-file", str(pki / "site-ca.pem"), "tls-auth-clients", "no", "tls-replication", "yes"]
+
+
+def listen(port: int, pki: Path | None) -> list[str]:
+    return ["port", "0", "tls-port", str(port)] if pki else ["port", str(port)]
+
+
 @contextmanager
-def sentinel_cluster():
-    """A master, a replica and three Sentinels; yields (URL, master process, master port, replica port)."""
+def sentinel_cluster(pki: Path | None = None):
+    """A master, a replica and three Sentinels (with ``pki``: TLS only, certificates for 127.0.0.1);
+    yields (URL, master process, master port, replica port)."""
     workdir = Path(tempfile.mkdtemp(prefix="netjobs-sentinel-"))
     master_port, replica_port = free_port(), free_port()
     common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no",
-              "--loglevel", "warning"]
+              "--loglevel", "warning", *as_options(tls_directives(pki))]
     try:
         with ExitStack() as stack:
             master = stack.enter_context(redis_process(
-                workdir, "master", ["--port", str(master_port), "--dir", str(workdir), *common], master_port))
+                workdir, "master", [*as_options(listen(master_port, pki)), "--dir", str(workdir), *common],
+                master_port))
             replica_dir = workdir / "replica"
             replica_dir.mkdir()
             stack.enter_context(redis_process(
-                workdir, "replica", ["--port", str(replica_port), "--dir", str(replica_dir), *common,
+                workdir, "replica", [*as_options(listen(replica_port, pki)), "--dir", str(replica_dir), *common,
                                      "--replicaof", "127.0.0.1", str(master_port)], replica_port))
             sentinel_ports = [free_port() for _ in range(3)]
             for port in sentinel_ports:
                 conf = workdir / f"sentinel-{port}.conf"  # Sentinel rewrites its file: one each
+                directives = [*listen(port, pki), *tls_directives(pki)]
                 conf.write_text(
-                    f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
+                    "".join(f"{key} {value}\n" for key, value in zip(directives[::2], directives[1::2]))
+                    + f"bind 127.0.0.1\ndir {workdir}\n"
                     f"sentinel monitor {MASTER} 127.0.0.1 {master_port} 2\n"
                     f"sentinel down-after-milliseconds {MASTER} 1000\n"
                     f"sentinel failover-timeout {MASTER} 10000\n")
@@ -66,12 +83,18 @@ def sentinel_cluster():
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def master_port_now(url: str) -> int | None:
+def as_options(directives: list[str]) -> list[str]:
+    return [f"--{word}" if i % 2 == 0 else word for i, word in enumerate(directives)]
+
+
+def master_port_now(url: str, pki: Path | None = None) -> int | None:
     import redis
 
     port = int(url.split(";")[0].rsplit(":", 1)[1].split("/")[0])
+    tls = {"ssl": True, "ssl_ca_certs": str(pki / "site-ca.pem")} if pki else {}
     try:
-        address = redis.Redis(port=port, socket_timeout=2).sentinel_get_master_addr_by_name(MASTER)
+        address = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2,
+                              **tls).sentinel_get_master_addr_by_name(MASTER)
     except redis.RedisError:
         return None
     return int(address[1]) if address else None
@@ -87,6 +110,9 @@ def test_sentinel_settings_that_cannot_work_are_refused_naming_the_variable():
           "NETJOBS_REDIS_SENTINEL_MASTER": "netjobs"}, "NETJOBS_BROKER_URL mixes sentinel:// with redis scheme"),
         ({"NETJOBS_BROKER_URL": "sentinel://10.0.0.5:26379/0;sentinel://:26379/0",
           "NETJOBS_REDIS_SENTINEL_MASTER": "netjobs"}, "NETJOBS_BROKER_URL has a Sentinel without a host"),
+        ({"NETJOBS_BROKER_URL": "sentinel://10.0.0.5:26379/0", "NETJOBS_RESULT_BACKEND_URL": "rediss://10.0.0.5/1",
+          "NETJOBS_REDIS_SENTINEL_MASTER": "netjobs", "NETJOBS_REDIS_TLS_CA_FILE": "/etc/hostname"},
+         "NETJOBS_BROKER_URL and NETJOBS_REDBEAT_URL use sentinel:// while NETJOBS_RESULT_BACKEND_URL use rediss://"),
     ]
     for overrides, message in cases:
         with pytest.raises(ConfigError) as error:
@@ -112,11 +138,21 @@ def test_celery_does_not_show_the_password_of_any_sentinel_node():
     assert settings["redbeat_redis_options"]["sentinels"] == [("10.0.0.5", 26379), ("10.0.0.6", 26379)]
 
 
+@pytest.fixture(scope="module")
+def pki():
+    directory = make_pki(Path(tempfile.mkdtemp(prefix="netjobs-pki-")))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_jobs_results_beat_and_doctor_follow_a_sentinel_failover(db, netjobs_env):
-    with sentinel_cluster() as (url, master, master_port, replica_port):
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_jobs_results_beat_and_doctor_follow_a_sentinel_failover(db, netjobs_env, pki, tls):
+    pki = pki if tls else None
+    with sentinel_cluster(pki) as (url, master, master_port, replica_port):
         env = {**netjobs_env, "NETJOBS_BROKER_URL": url, "NETJOBS_RESULT_BACKEND_URL": url,
-               "NETJOBS_REDBEAT_URL": url, "NETJOBS_REDIS_SENTINEL_MASTER": MASTER}
+               "NETJOBS_REDBEAT_URL": url, "NETJOBS_REDIS_SENTINEL_MASTER": MASTER,
+               **({"NETJOBS_REDIS_TLS_CA_FILE": str(pki / "site-ca.pem")} if tls else {})}
         with celery_worker(env, queues="default", pool="threads", concurrency=2,
                            hostname=f"sentinel-{os.getpid()}@localhost") as worker:
             before = run_netjobs("submit", "netjobs.diag.ping", "--wait", "--timeout", "60", env=env)
@@ -124,7 +160,7 @@ def test_jobs_results_beat_and_doctor_follow_a_sentinel_failover(db, netjobs_env
 
             os.kill(master.pid, signal.SIGKILL)  # the master's host is gone
             started = time.monotonic()
-            wait_until(lambda: master_port_now(url) == replica_port, 60,
+            wait_until(lambda: master_port_now(url, pki) == replica_port, 60,
                        message="Sentinel to promote the replica")
             promoted_after = time.monotonic() - started
 
