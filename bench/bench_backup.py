@@ -140,21 +140,7 @@ def run(args) -> dict:
         "runs": [],
     }
     with ExitStack() as stack:
-        workdir = Path(tempfile.mkdtemp(prefix="netjobs-bench-backup-"))
-        stack.callback(shutil.rmtree, workdir, True)
-        redis = stack.enter_context(redis_server())
-        pg = stack.enter_context(postgres_server())
-        env = service_env(redis, pg, NETJOBS_COMPLIANCE_RULES=str(workdir / "compliance.yml"),
-                          # the shipped timeouts and retry policy, not the tests' short ones
-                          NETJOBS_DEVICE_CONN_TIMEOUT="10", NETJOBS_DEVICE_READ_TIMEOUT="60",
-                          NETJOBS_RETRY_BACKOFF="2", NETJOBS_RETRY_BACKOFF_MAX="300",
-                          NETJOBS_SSH_HOST_KEY_POLICY="strict")
-        os.environ.update(env)
-        from netjobs.config import reset_settings
-        from netjobs.db.migrate import upgrade
-
-        reset_settings()
-        upgrade()
+        workdir, env = backup_services(stack, "netjobs-bench-backup-")
         sim, ports = start_simulator(args.devices, env["NETJOBS_DEVICE_USERNAME"], env["NETJOBS_DEVICE_PASSWORD"],
                                      workdir)
         stack.callback(lambda: (sim.terminate(), sim.wait(10)))
@@ -201,6 +187,27 @@ def print_table(results: dict) -> None:
     verdict = "met" if results["target_met"] else "MISSED"
     print(f"\nbest first run: {results['best_first_seconds']:.2f} s -> target {verdict} "
           f"(load average before: {results['host']['loadavg']})")
+
+
+def backup_services(stack: ExitStack, prefix: str) -> tuple[Path, dict[str, str]]:
+    """A work directory, Redis and a migrated PostgreSQL for a backup benchmark, closed by ``stack``;
+    the environment (shipped timeouts and retry policy, strict host keys) is applied to this process."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    stack.callback(shutil.rmtree, workdir, True)
+    redis = stack.enter_context(redis_server())
+    pg = stack.enter_context(postgres_server())
+    env = service_env(redis, pg, NETJOBS_COMPLIANCE_RULES=str(workdir / "compliance.yml"),
+                      # the shipped timeouts and retry policy, not the tests' short ones
+                      NETJOBS_DEVICE_CONN_TIMEOUT="10", NETJOBS_DEVICE_READ_TIMEOUT="60",
+                      NETJOBS_RETRY_BACKOFF="2", NETJOBS_RETRY_BACKOFF_MAX="300",
+                      NETJOBS_SSH_HOST_KEY_POLICY="strict")
+    os.environ.update(env)
+    from netjobs.config import reset_settings
+    from netjobs.db.migrate import upgrade
+
+    reset_settings()
+    upgrade()
+    return workdir, env
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -164,6 +164,56 @@ def generated_body(platform: str, hostname: str) -> str:
     raise ValueError(f"no configuration template for platform {platform!r}")
 
 
+def _filler(platform: str, hostname: str, count: int) -> list[str]:
+    """``count`` more lines of plausible access-layer configuration, fixed by the hostname."""
+    a, b = _octets(hostname)
+    lines: list[str] = []
+    index = 0
+    while len(lines) < count:
+        index += 1
+        vlan = 100 + (a * 7 + index) % 3900
+        if platform in ("cisco_ios", "arista_eos"):
+            name = (f"GigabitEthernet{1 + index // 48}/0/{1 + index % 48}" if platform == "cisco_ios"
+                    else f"Ethernet{index + 10}")
+            lines += [f"interface {name}", f" description access-{b}-{index} room {(a + index) % 40 + 1}",
+                      f" switchport access vlan {vlan}", " switchport mode access", " spanning-tree portfast",
+                      " no shutdown", "!", f"vlan {vlan}", f" name users-{vlan}", "!",
+                      f"ip access-list extended EDGE-{index % 9}",
+                      f" permit tcp 10.{a}.{index % 256}.0 0.0.0.255 any eq {443 + index % 3}", "!"]
+        elif platform == "juniper_junos":
+            port = f"ge-{index // 48}/0/{index % 48}"
+            lines += [f"set interfaces {port} description access-{b}-{index}",
+                      f"set interfaces {port} unit 0 family ethernet-switching vlan members v{vlan}",
+                      f"set vlans v{vlan} vlan-id {vlan}",
+                      f"set firewall family inet filter EDGE-{index % 9} term t{index} from source-address "
+                      f"10.{a}.{index % 256}.0/24",
+                      f"set firewall family inet filter EDGE-{index % 9} term t{index} then accept"]
+        else:
+            lines += [f"auto eth0.{vlan}", f"iface eth0.{vlan} inet static",
+                      f"    address 10.{a}.{index % 256}.{b}/24", f"    vlan-raw-device eth0", ""]
+    return lines[:count]
+
+
+def _revision_line(platform: str, revision: int) -> str:
+    if platform in ("cisco_ios", "arista_eos"):
+        return f"snmp-server contact noc@lab.example.net rev {revision}"
+    if platform == "juniper_junos":
+        return f'set snmp contact "noc@lab.example.net rev {revision}"'
+    return f"# revision {revision}"
+
+
+def sized_body(platform: str, hostname: str, total_lines: int, revision: int = 0) -> str:
+    """:func:`generated_body` grown so that the shown configuration has about ``total_lines`` lines.
+
+    ``revision`` goes into one line (an SNMP contact, a comment), so a device can change its
+    configuration without changing its size."""
+    base = generated_body(platform, hostname).splitlines()
+    overhead = running_config(platform, hostname, "", now=0).count("\n")
+    missing = max(0, total_lines - overhead - len(base) - 1)
+    lines = [*base, _revision_line(platform, revision), *_filler(platform, hostname, missing)]
+    return "\n".join(lines) + "\n"
+
+
 def load_body(platform: str, hostname: str, config_file: Path | None) -> str:
     if config_file is not None and config_file.is_file():
         text = config_file.read_text()
@@ -175,12 +225,17 @@ def _cisco_time(now: float) -> str:
     return time.strftime("%H:%M:%S UTC %a %b %-d %Y", time.gmtime(now))
 
 
-def running_config(platform: str, hostname: str, body: str, now: float | None = None) -> str:
-    """What ``show running-config`` (or the platform's equivalent) prints, with volatile lines."""
+def running_config(platform: str, hostname: str, body: str, now: float | None = None,
+                   changed_at: float | None = None) -> str:
+    """What ``show running-config`` (or the platform's equivalent) prints, with volatile lines.
+
+    ``changed_at``: when the configuration last changed (default: now, so the stamp differs on
+    every show, as it does on a device whose configuration keeps changing)."""
     now = time.time() if now is None else now
+    changed_at = now if changed_at is None else changed_at
     if platform == "cisco_ios":
-        inner = (f"!\n! Last configuration change at {_cisco_time(now)} by netops\n"
-                 f"! NVRAM config last updated at {_cisco_time(now - 60)} by netops\n!\n"
+        inner = (f"!\n! Last configuration change at {_cisco_time(changed_at)} by netops\n"
+                 f"! NVRAM config last updated at {_cisco_time(changed_at - 60)} by netops\n!\n"
                  f"version 15.9\n{body}ntp clock-period {random.randint(17_000_000, 37_000_000)}\n!\nend\n")
         return f"Building configuration...\n\nCurrent configuration : {len(inner)} bytes\n{inner}"
     if platform == "arista_eos":
@@ -188,7 +243,7 @@ def running_config(platform: str, hostname: str, body: str, now: float | None = 
         return (f"! Command: show running-config\n! device: {hostname} (vEOS-lab, EOS-4.31.2F)\n"
                 f"! Time: {stamp}\n!\n! boot system flash:/vEOS-lab.swi\n!\n{body}end\n")
     if platform == "juniper_junos":
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(changed_at))
         return f"## Last commit: {stamp} by netops\n{body}"
     if platform == "linux":
         return body

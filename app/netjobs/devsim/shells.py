@@ -7,13 +7,15 @@ it lines and writes replies (with ``\\r\\n`` line endings, as devices do).
 from __future__ import annotations
 
 import hmac
+import itertools
 import re
 import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netjobs.devsim.configs import load_body, running_config
+from netjobs.devsim.configs import load_body, running_config, sized_body
+from netjobs.devsim.realism import MORE_PROMPTS, Realism, motd
 
 PLATFORMS = ("cisco_ios", "arista_eos", "juniper_junos", "linux")
 FAIL_MODES = ("none", "disconnect-mid-session", "hang")
@@ -31,6 +33,10 @@ class DeviceSpec:
     fail_mode: str = "none"
     authorized_keys: frozenset[tuple[str, str]] = frozenset()  # (key type, base64)
     host_key: object | None = field(default=None, repr=False)  # a paramiko PKey; None: the Fleet's key
+    realism: Realism | None = None  # None: instant answers, small config, no banner, no paging
+    # Sessions and configuration shows so far: they seed per-session draws and revisions.
+    sessions: itertools.count = field(default_factory=itertools.count, repr=False, compare=False)
+    shows: itertools.count = field(default_factory=lambda: itertools.count(1), repr=False, compare=False)
 
     def __post_init__(self):
         if self.platform not in PLATFORMS:
@@ -39,9 +45,16 @@ class DeviceSpec:
             raise ValueError(f"unknown fail mode {self.fail_mode!r} (one of {', '.join(FAIL_MODES)})")
 
     def body(self) -> str:
+        if self.realism is not None and self.config_file is None:
+            profile = self.realism.profile(self.hostname)
+            revision = next(self.shows) if profile.changes else 0
+            return sized_body(self.platform, self.hostname, profile.config_lines, revision)
         return load_body(self.platform, self.hostname, self.config_file)
 
     def show_config(self) -> str:
+        if self.realism is not None and not self.realism.profile(self.hostname).changes:
+            # An unchanged device keeps its last-change stamps, so a client may compare them cheaply.
+            return running_config(self.platform, self.hostname, self.body(), changed_at=BOOT_TIME - 7200)
         return running_config(self.platform, self.hostname, self.body())
 
 
@@ -50,6 +63,7 @@ class Reply:
     text: str = ""
     close: bool = False  # the session ends after the text (exit, logout)
     is_config: bool = False  # the text is the configuration (where fail modes strike)
+    unpaged: bool = False  # shown whole even with paging on (Junos "| no-more")
 
 
 def uptime_text() -> str:
@@ -96,9 +110,19 @@ class Shell:
         self.username = username
         self.awaiting_secret = False  # the next line is a password: not echoed
         self.secret_tries = 0
+        realism = device.realism
+        # Lines per page (0: no paging) until the client sends its platform's "no paging" command.
+        self.page_lines = realism.page_lines if realism and realism.paging and device.platform in MORE_PROMPTS else 0
 
     def greeting(self) -> str:
-        return "\n" + self.prompt()
+        realism = self.device.realism
+        banner = motd(self.device.platform, self.device.hostname, self.username) if realism and realism.banners else ""
+        return banner + "\n" + self.prompt()
+
+    def set_page_lines(self, raw: str) -> None:
+        realism = self.device.realism
+        if raw.isdigit() and realism and realism.paging and self.device.platform in MORE_PROMPTS:
+            self.page_lines = 0 if raw == "0" else max(2, int(raw))
 
     def prompt(self) -> str:
         raise NotImplementedError
@@ -131,6 +155,7 @@ class CiscoLikeShell(Shell):
         table = {
             ("enable",): "enable", ("disable",): "disable", ("exit",): "exit", ("logout",): "exit",
             ("quit",): "exit", ("terminal", "length", "<arg>"): "term_length",
+            ("terminal", "pager", "<arg>"): "term_length",
             ("terminal", "width", "<arg>"): "term_width", ("show", "version"): "version",
             ("show", "clock"): "clock",
         }
@@ -219,6 +244,7 @@ class CiscoLikeShell(Shell):
         return Reply("", close=True)
 
     def do_term_length(self, tokens) -> Reply:
+        self.set_page_lines(tokens[-1])
         return Reply()
 
     def do_term_width(self, tokens) -> Reply:
@@ -259,7 +285,8 @@ class EosShell(CiscoLikeShell):
         return "% Invalid input\n"
 
     def do_term_length(self, tokens) -> Reply:
-        return Reply("Pagination disabled.\n")
+        self.set_page_lines(tokens[-1])
+        return Reply("Pagination disabled.\n" if tokens[-1] == "0" else "")
 
     def do_term_width(self, tokens) -> Reply:
         return Reply(f"Width set to {tokens[-1]} columns.\n")
@@ -307,6 +334,8 @@ class JunosShell(Shell):
         }
         for prefix, answer in setters.items():
             if head.startswith(prefix + " ") and len(words) == 4:
+                if prefix.endswith("length"):
+                    self.set_page_lines(words[3])
                 return Reply(answer(words[3]) + "\n" + self.prompt())
         if head == "set cli complete-on-space off":
             return Reply("Disabling complete-on-space\n\n" + self.prompt())
@@ -318,7 +347,8 @@ class JunosShell(Shell):
             modifiers = [p.strip() for p in pipe.split("|")] if pipe else []
             if any(m not in ("display set", "no-more") for m in modifiers):
                 return Reply("syntax error, expecting <command>.\n\n" + self.prompt())
-            return Reply(self.device.show_config() + "\n" + self.prompt(), is_config=True)
+            return Reply(self.device.show_config() + "\n" + self.prompt(), is_config=True,
+                         unpaged="no-more" in modifiers)
         column = len(self.prompt()) + len(words[0])
         return Reply(" " * column + "^\nunknown command.\n\n" + self.prompt())
 
