@@ -43,7 +43,8 @@ appendonly yes
 
 
 def test_filters_are_registered_for_ansible():
-    assert set(filters.FilterModule().filters()) == {"redis_conf_value", "redis_conf_changes"}
+    assert set(filters.FilterModule().filters()) == {"redis_conf_value", "redis_conf_changes", "redis_replicaof",
+                                                     "redis_sentinel_changes"}
 
 
 @pytest.mark.parametrize(("value", "rendered"), [
@@ -149,6 +150,36 @@ def test_directives_left_to_a_restart_are_refused_by_config_set(redis_port, name
     assert _cli(redis_port, "CONFIG", "SET", name, value).startswith("ERR")
 
 
+def _role_output(port, *commands):
+    """What the role's redis-cli call prints: the reply to its first command ("OK"), then the rest."""
+    script = "SELECT 0\n" + "".join(f"{command}\n" for command in commands)
+    return subprocess.run(["redis-cli", "-p", str(port)], input=script, capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_the_role_follows_the_role_a_running_server_has_and_uses_the_first_primary_only_at_first():
+    with redis_server() as primary, redis_server() as replica:
+        _cli(replica.port, "REPLICAOF", "127.0.0.1", str(primary.port))
+        as_primary, as_replica = _role_output(primary.port, "ROLE"), _role_output(replica.port, "ROLE")
+    # Once in the layout, what the server is now wins over the inventory's first primary.
+    assert filters.redis_replicaof(as_primary, True, "10.0.0.9", 6379) == ""
+    assert filters.redis_replicaof(as_replica, True, "", 6379) == f"127.0.0.1 {primary.port}"
+    # First deployment: Debian's fresh server says "master"; the inventory decides.
+    assert filters.redis_replicaof(as_primary, False, "10.0.0.9", 6379) == "10.0.0.9 6379"
+    assert filters.redis_replicaof(as_primary, False, "", 6379) == ""
+    # No answer (stopped, refused AUTH): the inventory decides.
+    assert filters.redis_replicaof("", True, "10.0.0.9", 6380) == "10.0.0.9 6380"
+    assert filters.redis_replicaof("(error) WRONGPASS\nmaster", True, "10.0.0.9", 6380) == "10.0.0.9 6380"
+
+
+def test_sentinel_settings_that_differ_are_set_and_nothing_else():
+    output = "OK\nname\nnetjobs\nquorum\n2\ndown-after-milliseconds\n30000\nfailover-timeout\n60000\n"
+    wanted = {"quorum": 2, "down-after-milliseconds": 5000, "failover-timeout": 60000}
+    assert filters.redis_sentinel_changes(output, wanted) == [["down-after-milliseconds", "5000"]]
+    assert filters.redis_sentinel_changes(output, {**wanted, "down-after-milliseconds": 30000}) == []
+    assert filters.redis_sentinel_changes("(error) ERR No such master with that name", wanted) == []
+
+
 def test_rendered_extra_settings_are_read_back_unchanged(tmp_path):
     settings = {
         "hz": 20,
@@ -173,3 +204,9 @@ def test_rendered_extra_settings_are_read_back_unchanged(tmp_path):
         "client-output-buffer-limit": "normal 0 0 0 slave 268435456 67108864 60 pubsub 67108864 16777216 60",
         "syslog-ident": 'net"jobs \\ redis',
     }
+
+
+def test_a_replicaof_the_server_already_has_needs_no_restart():
+    old = BASE_CONF + "replicaof 10.0.0.11 6379\n"
+    assert filters.redis_conf_changes(old, BASE_CONF, ["replicaof"]) == {"live": [], "restart": []}
+    assert filters.redis_conf_changes(old, BASE_CONF) == {"live": [], "restart": ["replicaof"]}

@@ -26,6 +26,7 @@ LIVE_DIRECTIVES = frozenset({
     "list-compress-depth", "set-max-intset-entries", "set-max-listpack-entries",
     "set-max-listpack-value", "zset-max-listpack-entries", "zset-max-listpack-value",
     "stream-node-max-bytes", "stream-node-max-entries", "activedefrag",
+    "masteruser", "masterauth", "replica-announce-ip",
 })
 
 # A value redis.conf takes as it is; anything else is written as one double-quoted argument.
@@ -71,8 +72,11 @@ def _directives(text):
     return directives
 
 
-def redis_conf_changes(old_text, new_text):
+def redis_conf_changes(old_text, new_text, applied=()):
     """What it takes to move a running server from old_text to new_text.
+
+    ``applied``: directives whose new value the running server has already (``replicaof`` in the
+    Sentinel layout, where the role writes what the server is), left out of both lists.
 
     Returns {"live": [[name, value], ...], "restart": [name, ...]}: the changed directives that
     CONFIG SET applies, and those that need a restart (immutable, unknown, repeated, or removed,
@@ -84,13 +88,53 @@ def redis_conf_changes(old_text, new_text):
         return {"live": [], "restart": []}
     live, restart = [], []
     for name in sorted(set(old) | set(new)):
-        if old.get(name) == new.get(name):
+        if old.get(name) == new.get(name) or name in applied:
             continue
         if name in LIVE_DIRECTIVES and len(new.get(name, [])) == 1 and len(old.get(name, [])) <= 1:
             live.append([name, new[name][0]])
         else:
             restart.append(name)
     return {"live": live, "restart": restart}
+
+
+def _replies(redis_cli_output):
+    """redis-cli's lines after the AUTH reply ("OK"), stripped."""
+    lines = [line.strip() for line in (redis_cli_output or "").splitlines()]
+    return lines[1:] if lines and lines[0] == "OK" else []
+
+
+def redis_replicaof(role_output, configured_before, initial_primary, port):
+    """The ``replicaof`` value ("HOST PORT", or "" for a primary) redis.conf should hold.
+
+    ``role_output``: redis-cli's output of ``AUTH ...`` then ``ROLE`` on this server. Once the
+    server runs in the Sentinel layout (``configured_before``), the Sentinels decide who is the
+    primary and the role follows what the server says it is now; on the first deployment (or when
+    the server does not answer) ``initial_primary`` ("" on the primary itself) decides.
+    """
+    replies = _replies(role_output)
+    if configured_before and replies:
+        if replies[0] == "master":
+            return ""
+        if replies[0] == "slave" and len(replies) >= 3 and replies[2].isdigit():
+            return f"{replies[1]} {replies[2]}"
+    return f"{initial_primary} {port}" if initial_primary else ""
+
+
+# Settings of a monitored primary that SENTINEL SET changes at run time (Sentinel rewrites its own
+# file, so the role applies them live instead of rewriting it).
+SENTINEL_SETTINGS = ("quorum", "down-after-milliseconds", "failover-timeout")
+
+
+def redis_sentinel_changes(master_output, wanted):
+    """[[name, value], ...] for SENTINEL SET: the settings in ``wanted`` ({name: value}) that
+    differ from redis-cli's output of ``AUTH ...`` then ``SENTINEL MASTER NAME`` (field and value
+    on alternate lines). An unreadable output changes nothing: the caller checks the reply."""
+    replies = _replies(master_output)
+    current = dict(zip(replies[0::2], replies[1::2]))
+    if not current:
+        return []
+    return [[name, str(wanted[name])] for name in SENTINEL_SETTINGS
+            if name in wanted and current.get(name) != str(wanted[name])]
 
 
 class FilterModule:
@@ -100,4 +144,6 @@ class FilterModule:
         return {
             "redis_conf_value": redis_conf_value,
             "redis_conf_changes": redis_conf_changes,
+            "redis_replicaof": redis_replicaof,
+            "redis_sentinel_changes": redis_sentinel_changes,
         }
