@@ -389,3 +389,76 @@ def test_a_port_that_is_no_number_is_left_to_the_argument_spec():
     views = valid_views()
     views["w1"]["values"]["netjobs_app_redis_port"] = "many"
     assert run(views) == []
+
+
+# --- the Sentinel layout --------------------------------------------------------------------------
+
+SENTINEL_GROUPS = {**GROUPS, "redis": ["data", "w1", "w2"]}
+
+
+def sentinel_views(**redis_overrides):
+    views = tls_views(True, True)
+    for host, address in (("data", "10.0.0.11"), ("w1", "10.0.0.12"), ("w2", "10.0.0.13")):
+        redis = {**views["data"]["values"], "redis_bind": ["127.0.0.1", address], "redis_sentinel": True,
+                 "redis_address": address, "redis_primary": "10.0.0.11", "redis_sentinel_port": 26379,
+                 "redis_sentinel_quorum": 2, **redis_overrides.get(host, {})}
+        views[host]["values"] = {**views[host]["values"], **redis}
+    for host in ("w1", "w2"):
+        views[host]["values"].update(netjobs_app_redis_host="", netjobs_app_redis_sentinels=[
+            "10.0.0.11", "10.0.0.12", "10.0.0.13"], netjobs_app_redis_sentinel_port=26379)
+    return views
+
+
+def sentinel_secrets(overrides=None):
+    secrets = dict(SECRETS)
+    for host in ("data", "w1", "w2"):
+        secrets.update({(host, "redis_app_password"): "app-secret-123", (host, "redis_replication_password"):
+                        "repl-secret-123", (host, "redis_sentinel_password"): "sent-secret-123"})
+    secrets.update(overrides or {})
+    return secrets
+
+
+def test_a_sentinel_layout_on_three_hosts_is_valid():
+    assert run(sentinel_views(), SENTINEL_GROUPS, sentinel_secrets()) == []
+
+
+def test_a_sentinel_layout_needs_three_hosts_a_majority_quorum_and_one_first_primary():
+    views = sentinel_views(w2={"redis_sentinel_quorum": 1, "redis_primary": "10.0.0.99"})
+    problems = run(views, SENTINEL_GROUPS, sentinel_secrets())
+    assert "w2: redis_sentinel_quorum is 1, but with 3 Sentinels it must be a majority (2 to 3): a smaller one " \
+           "lets a minority fail over, a larger one never can" in problems
+    assert any(p.startswith("w2: redis_primary is '10.0.0.99', which is the redis_address of no Sentinel host")
+               for p in problems)
+    assert any(p.startswith("inventory: redis_primary differs between the redis hosts") for p in problems)
+
+    two = sentinel_views()
+    two["w2"]["values"]["redis_sentinel"] = False
+    problems = run(two, SENTINEL_GROUPS, sentinel_secrets())
+    assert any(p.startswith("w2: redis_sentinel is false, but it is true on data, w1") for p in problems)
+    assert any(p.startswith("inventory: redis_sentinel needs three hosts in group redis or more, it has 2")
+               for p in problems)
+
+
+def test_the_app_must_list_every_sentinel_with_their_port_and_tls():
+    views = sentinel_views()
+    views["w1"]["values"].update(netjobs_app_redis_sentinels=["10.0.0.11", "10.0.0.12"])
+    views["w2"]["values"].update(netjobs_app_redis_sentinels=["10.0.0.11", "10.0.0.50"],
+                                 netjobs_app_redis_sentinel_port=26380, netjobs_app_redis_tls=False)
+    problems = run(views, SENTINEL_GROUPS, sentinel_secrets())
+    assert "w1: netjobs_app_redis_sentinels leaves out 10.0.0.13: list every Sentinel, so that the app finds the " \
+           "primary while any one of them is down" in problems
+    assert any(p.startswith("w2: netjobs_app_redis_sentinels lists '10.0.0.50', which is the redis_address of no")
+               for p in problems)
+    assert "w2: netjobs_app_redis_sentinel_port is 26380, but redis_sentinel_port on data is 26379" in problems
+    assert any(p.startswith("w2: netjobs_app_redis_tls is false, but redis_tls is true on data") for p in problems)
+
+
+def test_sentinel_layout_secrets_must_match_and_never_show():
+    secrets = sentinel_secrets({("w2", "redis_replication_password"): "other-secret-99",
+                                ("w1", "netjobs_app_redis_password"): "wrong-secret-99"})
+    problems = run(sentinel_views(), SENTINEL_GROUPS, secrets)
+    assert "w2: redis_replication_password differs from redis_replication_password on data: the servers and " \
+           "Sentinels could not log in to each other" in problems
+    assert "w1: netjobs_app_redis_password differs from redis_app_password on data: the workers could not log in " \
+           "to Redis or its Sentinels" in problems
+    assert not any("secret-99" in p for p in problems)

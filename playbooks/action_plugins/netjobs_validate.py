@@ -33,7 +33,8 @@ LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 # Settings each stage reads, by the group whose hosts use them. Secrets are listed apart: the view
 # only says whether they are set; report compares them through hostvars.
 VIEW_VARS = {
-    "redis": ("redis_port", "redis_bind", "redis_app_user", "redis_tls"),
+    "redis": ("redis_port", "redis_bind", "redis_app_user", "redis_tls", "redis_sentinel", "redis_address",
+              "redis_primary", "redis_sentinel_port", "redis_sentinel_quorum"),
     "postgresql": (
         "postgresql_port",
         "postgresql_listen_addresses",
@@ -45,6 +46,8 @@ VIEW_VARS = {
     "netjobs": (
         "netjobs_app_redis_host",
         "netjobs_app_redis_port",
+        "netjobs_app_redis_sentinels",
+        "netjobs_app_redis_sentinel_port",
         "netjobs_app_redis_username",
         "netjobs_app_database_host",
         "netjobs_app_database_port",
@@ -62,7 +65,8 @@ VIEW_VARS = {
     ),
 }
 SECRET_VARS = {
-    "redis": ("redis_app_password", "redis_monitor_password", "redis_admin_password"),
+    "redis": ("redis_app_password", "redis_monitor_password", "redis_admin_password", "redis_replication_password",
+              "redis_sentinel_password"),
     "postgresql": ("postgresql_netjobs_password", "postgresql_netjobs_logins"),
     "netjobs": ("netjobs_app_redis_password", "netjobs_app_database_password", "netjobs_processes_flower_password"),
 }
@@ -265,6 +269,8 @@ def _service_problems(
 ) -> list[str]:
     """netjobs_app's Redis or database settings on `host` against the host that runs that service."""
     values = view.get("values") or {}
+    if kind == "redis" and values.get("netjobs_app_redis_sentinels"):
+        return _sentinel_client_problems(host, values, views, groups, secret)
     if kind == "redis":
         group, prefix, port_var, user_pairs = "redis", "netjobs_app_redis", "redis_port", [("netjobs_app_redis_username", "redis_app_user")]
         listen_var, wildcards = "redis_bind", ("0.0.0.0", "*", "::")
@@ -316,6 +322,98 @@ def _service_problems(
     if logins:
         return problems + _login_problems(host, values.get("netjobs_app_database_username"), target, logins, secret)
     problems += _secret_problems(host, secret_pair[0], target, secret_pair[1], secret, secret_pair[2])
+    return problems
+
+
+def _sentinel_hosts(views: Mapping[str, Mapping[str, Any]], groups: Mapping[str, list[str]]) -> dict[str, Mapping[str, Any]]:
+    """{host: its settings} of the redis hosts that run a Sentinel (redis_sentinel)."""
+    return {
+        member: (views.get(member) or {}).get("values") or {}
+        for member in groups.get("redis") or []
+        if _flag(((views.get(member) or {}).get("values") or {}).get("redis_sentinel"))
+    }
+
+
+def _sentinel_client_problems(
+    host: str, values: Mapping[str, Any], views: Mapping[str, Mapping[str, Any]], groups: Mapping[str, list[str]],
+    secret: SecretLookup,
+) -> list[str]:
+    """netjobs_app_redis_sentinels on `host` against the redis hosts that run Sentinels."""
+    sentinels = values.get("netjobs_app_redis_sentinels") or []
+    by_address = {str(v.get("redis_address")): member for member, v in _sentinel_hosts(views, groups).items()}
+    problems = []
+    for address in sentinels:
+        target = by_address.get(str(address))
+        if target is None:
+            known = ", ".join(f"{member} ({address})" for address, member in sorted(by_address.items())) or "none"
+            problems.append(
+                f"{host}: netjobs_app_redis_sentinels lists '{address}', which is the redis_address of no redis host "
+                f"with redis_sentinel; Sentinels: {known}"
+            )
+            continue
+        target_values = _sentinel_hosts(views, groups)[target]
+        port, target_port = _int(values.get("netjobs_app_redis_sentinel_port")), _int(target_values.get("redis_sentinel_port"))
+        if port is not None and target_port is not None and port != target_port:
+            problems.append(f"{host}: netjobs_app_redis_sentinel_port is {port}, but redis_sentinel_port on {target} is {target_port}")
+        problems += _tls_problems(host, values, target, target_values, "redis", address)
+    if len(set(map(str, sentinels))) < len(by_address) and not problems:
+        missing = sorted(set(by_address) - set(map(str, sentinels)))
+        problems.append(
+            f"{host}: netjobs_app_redis_sentinels leaves out {', '.join(missing)}: list every Sentinel, so that the "
+            "app finds the primary while any one of them is down"
+        )
+    if by_address:
+        first = sorted(by_address.values())[0]
+        problems += _secret_problems(host, "netjobs_app_redis_password", first, "redis_app_password", secret,
+                                     "the workers could not log in to Redis or its Sentinels")
+    return problems
+
+
+def _sentinel_layout_problems(
+    views: Mapping[str, Mapping[str, Any]], groups: Mapping[str, list[str]], secret: SecretLookup
+) -> list[str]:
+    """The Sentinel layout as a whole: on every redis host or none, three or more, one first primary."""
+    sentinel_hosts = _sentinel_hosts(views, groups)
+    if not sentinel_hosts:
+        return []
+    redis_hosts = [member for member in groups.get("redis") or [] if "values" in (views.get(member) or {})]
+    problems = [
+        f"{member}: redis_sentinel is false, but it is true on {', '.join(sorted(sentinel_hosts))}: every host of "
+        "group redis runs a server and a Sentinel in that layout"
+        for member in redis_hosts if member not in sentinel_hosts
+    ]
+    count = len(sentinel_hosts)
+    if count < 3:
+        problems.append(
+            f"inventory: redis_sentinel needs three hosts in group redis or more, it has {count}: with fewer, no "
+            "majority of Sentinels is left when one host is lost (docs/deploy.md, \"Sentinel\")"
+        )
+    addresses = {member: str(values.get("redis_address") or "") for member, values in sentinel_hosts.items()}
+    for member, values in sorted(sentinel_hosts.items()):
+        quorum = _int(values.get("redis_sentinel_quorum"))
+        if quorum is not None and not count // 2 < quorum <= count:
+            problems.append(
+                f"{member}: redis_sentinel_quorum is {quorum}, but with {count} Sentinels it must be a majority "
+                f"({count // 2 + 1} to {count}): a smaller one lets a minority fail over, a larger one never can"
+            )
+        address = addresses[member]
+        if address and not is_ip(address):
+            problems.append(f"{member}: redis_address must be an IP address (announced to replicas and Sentinels), got '{address}'")
+        elif address and values.get("redis_bind") is not None and not _listens_on(values["redis_bind"], address, ("0.0.0.0", "*", "::")):
+            problems.append(f"{member}: redis_address is '{address}', but redis_bind does not include it")
+        primary = str(values.get("redis_primary") or "")
+        if primary and primary not in addresses.values():
+            problems.append(
+                f"{member}: redis_primary is '{primary}', which is the redis_address of no Sentinel host "
+                f"({', '.join(f'{m} ({a})' for m, a in sorted(addresses.items()))})"
+            )
+    primaries = {str(values.get("redis_primary") or "") for values in sentinel_hosts.values()}
+    if len(primaries) > 1:
+        problems.append(f"inventory: redis_primary differs between the redis hosts ({', '.join(sorted(primaries))}): name one first primary")
+    first = sorted(sentinel_hosts)[0]
+    for member in sorted(sentinel_hosts)[1:]:
+        for name in ("redis_replication_password", "redis_sentinel_password", "redis_app_password"):
+            problems += _secret_problems(member, name, first, name, secret, "the servers and Sentinels could not log in to each other")
     return problems
 
 
@@ -417,6 +515,7 @@ def cross_host_problems(
         for name, error in sorted((view.get("undefined") or {}).items()):
             problems.append(f"{host}: {name} cannot be evaluated: {error}")
 
+    problems += _sentinel_layout_problems(views, groups, secret)
     app_hosts = _app_hosts(views, groups)
     for host in app_hosts:
         view = views[host]
