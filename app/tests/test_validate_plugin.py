@@ -401,7 +401,8 @@ def sentinel_views(**redis_overrides):
     for host, address in (("data", "10.0.0.11"), ("w1", "10.0.0.12"), ("w2", "10.0.0.13")):
         redis = {**views["data"]["values"], "redis_bind": ["127.0.0.1", address], "redis_sentinel": True,
                  "redis_address": address, "redis_primary": "10.0.0.11", "redis_sentinel_port": 26379,
-                 "redis_sentinel_quorum": 2, **redis_overrides.get(host, {})}
+                 "redis_sentinel_quorum": 2, "redis_sentinel_min_replicas_to_write": 1,
+                 **redis_overrides.get(host, {})}
         views[host]["values"] = {**views[host]["values"], **redis}
     for host in ("w1", "w2"):
         views[host]["values"].update(netjobs_app_redis_host="", netjobs_app_redis_sentinels=[
@@ -423,8 +424,11 @@ def test_a_sentinel_layout_on_three_hosts_is_valid():
 
 
 def test_a_sentinel_layout_needs_three_hosts_a_majority_quorum_and_one_first_primary():
-    views = sentinel_views(w2={"redis_sentinel_quorum": 1, "redis_primary": "10.0.0.99"})
+    views = sentinel_views(w2={"redis_sentinel_quorum": 1, "redis_primary": "10.0.0.99"},
+                           w1={"redis_sentinel_min_replicas_to_write": 2})
     problems = run(views, SENTINEL_GROUPS, sentinel_secrets())
+    assert "w1: redis_sentinel_min_replicas_to_write is 2, but with 3 Redis hosts it must be 0 to 1: after the " \
+           "loss of one host the new primary must still have that many replicas, or it refuses every write" in problems
     assert "w2: redis_sentinel_quorum is 1, but with 3 Sentinels it must be a majority (2 to 3): a smaller one " \
            "lets a minority fail over, a larger one never can" in problems
     assert any(p.startswith("w2: redis_primary is '10.0.0.99', which is the redis_address of no Sentinel host")

@@ -34,7 +34,7 @@ LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 # only says whether they are set; report compares them through hostvars.
 VIEW_VARS = {
     "redis": ("redis_port", "redis_bind", "redis_app_user", "redis_tls", "redis_sentinel", "redis_address",
-              "redis_primary", "redis_sentinel_port", "redis_sentinel_quorum"),
+              "redis_primary", "redis_sentinel_port", "redis_sentinel_quorum", "redis_sentinel_min_replicas_to_write"),
     "postgresql": (
         "postgresql_port",
         "postgresql_listen_addresses",
@@ -395,6 +395,13 @@ def _sentinel_layout_problems(
             problems.append(
                 f"{member}: redis_sentinel_quorum is {quorum}, but with {count} Sentinels it must be a majority "
                 f"({count // 2 + 1} to {count}): a smaller one lets a minority fail over, a larger one never can"
+            )
+        min_replicas = _int(values.get("redis_sentinel_min_replicas_to_write"))
+        if min_replicas is not None and not 0 <= min_replicas <= count - 2:
+            problems.append(
+                f"{member}: redis_sentinel_min_replicas_to_write is {min_replicas}, but with {count} Redis hosts it must be "
+                f"0 to {count - 2}: after the loss of one host the new primary must still have that many replicas, "
+                f"or it refuses every write"
             )
         address = addresses[member]
         if address and not is_ip(address):

@@ -26,7 +26,7 @@ LIVE_DIRECTIVES = frozenset({
     "list-compress-depth", "set-max-intset-entries", "set-max-listpack-entries",
     "set-max-listpack-value", "zset-max-listpack-entries", "zset-max-listpack-value",
     "stream-node-max-bytes", "stream-node-max-entries", "activedefrag",
-    "masteruser", "masterauth", "replica-announce-ip",
+    "masteruser", "masterauth", "replica-announce-ip", "min-replicas-to-write", "min-replicas-max-lag",
 })
 
 # A value redis.conf takes as it is; anything else is written as one double-quoted argument.
