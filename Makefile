@@ -32,10 +32,14 @@ $(STAMPS)/apt-$(shell echo '$(sort $(APT_PACKAGES))' | md5sum | cut -c1-12):
 	@touch $@
 deps: $(STAMPS)/apt-$(shell echo '$(sort $(APT_PACKAGES))' | md5sum | cut -c1-12) ## install the Debian packages the targets need
 
-$(VBIN)/.installed: pyproject.toml
+# The packages the hosts get come at the versions requirements.lock pins, so that the tests run
+# against what ships (app/tests/test_upstream_overrides.py checks the pinned internals).
+$(VBIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(VBIN)/pip install -q -U pip wheel
-	$(VBIN)/pip install -q -e '.[test,deploy]'
+	@mkdir -p $(BUILD)
+	sed -n 's/^\([A-Za-z0-9_.-]*==[^ ]*\).*/\1/p' requirements.lock > $(BUILD)/constraints.txt
+	$(VBIN)/pip install -q -c $(BUILD)/constraints.txt -e '.[test,deploy]'
 	@touch $@
 venv: $(VBIN)/.installed ## create the development virtualenv (.venv)
 
