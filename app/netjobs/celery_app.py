@@ -22,9 +22,12 @@ import netjobs.history  # noqa: E402,F401
 import netjobs.db.lifecycle  # noqa: E402,F401
 import netjobs.beat  # noqa: E402,F401 - replaces RedBeat's lock handler before any beat starts
 from netjobs.archive_host import ArchiveHostStep  # noqa: E402
+from netjobs.broker_info import PublicBrokerInfoStep  # noqa: E402
 from netjobs.leases import LeaseStep  # noqa: E402
 
 # Every worker leases the messages it holds and returns those of lost workers (netjobs.leases).
 app.steps["worker"].add(LeaseStep)
 # Backup workers check that their host can write the config archive and keep its git view current.
 app.steps["worker"].add(ArchiveHostStep)
+# `inspect stats` and Flower show the broker connection without the Sentinels' password.
+app.steps["consumer"].add(PublicBrokerInfoStep)

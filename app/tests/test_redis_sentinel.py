@@ -4,10 +4,12 @@ A real master, a real replica and three real Sentinels (redis-server --sentinel)
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from contextlib import ExitStack, contextmanager
@@ -49,13 +51,15 @@ def listen(port: int, pki: Path | None) -> list[str]:
 
 
 @contextmanager
-def sentinel_cluster(pki: Path | None = None):
-    """A master, a replica and three Sentinels (with ``pki``: TLS only, certificates for 127.0.0.1);
-    yields (URL, master process, master port, replica port)."""
+def sentinel_cluster(pki: Path | None = None, password: str | None = None):
+    """A master, a replica and three Sentinels (with ``pki``: TLS only, certificates for 127.0.0.1;
+    with ``password``: the servers and Sentinels require it); yields (URL, master process, master
+    port, replica port)."""
     workdir = Path(tempfile.mkdtemp(prefix="netjobs-sentinel-"))
     master_port, replica_port = free_port(), free_port()
+    auth = ["--requirepass", password, "--masterauth", password] if password else []
     common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no",
-              "--loglevel", "warning", *as_options(tls_directives(pki))]
+              "--loglevel", "warning", *as_options(tls_directives(pki)), *auth]
     try:
         with ExitStack() as stack:
             master = stack.enter_context(redis_process(
@@ -75,9 +79,12 @@ def sentinel_cluster(pki: Path | None = None):
                     + f"bind 127.0.0.1\ndir {workdir}\n"
                     f"sentinel monitor {MASTER} 127.0.0.1 {master_port} 2\n"
                     f"sentinel down-after-milliseconds {MASTER} 1000\n"
-                    f"sentinel failover-timeout {MASTER} 10000\n")
+                    f"sentinel failover-timeout {MASTER} 10000\n"
+                    + (f"requirepass {password}\nsentinel auth-pass {MASTER} {password}\n"
+                       f"sentinel sentinel-pass {password}\n" if password else ""))
                 stack.enter_context(redis_process(workdir, f"sentinel-{port}", [str(conf), "--sentinel"], port))
-            url = ";".join(f"sentinel://127.0.0.1:{port}/0" for port in sentinel_ports)
+            credentials = f":{password}@" if password else ""
+            url = ";".join(f"sentinel://{credentials}127.0.0.1:{port}/0" for port in sentinel_ports)
             yield url, master, master_port, replica_port
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -136,6 +143,28 @@ def test_celery_does_not_show_the_password_of_any_sentinel_node():
     assert "Sup3r" not in redact_url(url) and redact_url(url).count(":***@") == 2
     assert settings["broker_transport_options"]["master_name"] == MASTER
     assert settings["redbeat_redis_options"]["sentinels"] == [("10.0.0.5", 26379), ("10.0.0.6", 26379)]
+
+
+def test_workers_report_their_sentinel_connection_without_the_password(netjobs_env):
+    """`celery inspect stats` (and Flower's /api/workers, which asks the same) from a real worker
+    whose broker is three password-protected Sentinels."""
+    password = "Sentinel-S3cret-pw"
+    with sentinel_cluster(password=password) as (url, _master, _master_port, _replica_port):
+        env = {**netjobs_env, "NETJOBS_BROKER_URL": url, "NETJOBS_RESULT_BACKEND_URL": url,
+               "NETJOBS_REDBEAT_URL": url, "NETJOBS_REDIS_SENTINEL_MASTER": MASTER}
+        with celery_worker(env, queues="default", pool="threads", concurrency=1,
+                           hostname=f"sentinel-stats-{os.getpid()}@localhost") as worker:
+            shown = {}
+            for command in ("stats", "conf"):
+                proc = subprocess.run([sys.executable, "-m", "celery", "-A", "netjobs.celery_app:app", "inspect",
+                                       command, "--json", "--timeout", "10"], env=env, capture_output=True,
+                                      text=True, timeout=60)
+                assert proc.returncode == 0, (proc.stderr, worker.log()[-3000:])
+                shown[command] = proc.stdout
+    broker = next(iter(json.loads(shown["stats"]).values()))["broker"]
+    assert password not in shown["stats"] and password not in shown["conf"]
+    assert broker["transport_options"]["sentinel_kwargs"]["password"] == "********"
+    assert len(broker["alternates"]) == 3 and all(":***@127.0.0.1:" in u for u in broker["alternates"])
 
 
 @pytest.fixture(scope="module")
