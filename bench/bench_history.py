@@ -23,12 +23,13 @@ Measured, each through the function the CLI or doctor calls (not copied SQL): p5
 and its slowest batch alone and during each purge show whether the purge blocks writers. Target:
 a daily purge <= 60 s and no writer batch slower than 1 s during it.
 
-``--with-proposal`` first measures the schema as the migrations make it, then applies each step of
-PROPOSAL below by hand (NOT part of the migrations) and measures the queries after each step, and
-the purges once more with all of it.
+``--with-variants`` then measures the queries once more for each of VARIANTS below, a schema one
+change away from what the migrations ship (an index of migration 0006 left out, or one that was
+considered and not shipped), applied by hand and undone after its measurement: what each shipped
+index buys, and what the left-out one would.
 
     python bench/bench_history.py [--rows 10000000] [--devices 1000] [--days 365] [--json OUT]
-                                  [--runs 30] [--purges 3] [--catch-up 7] [--with-proposal]
+                                  [--runs 30] [--purges 3] [--catch-up 7] [--with-variants]
 """
 
 from __future__ import annotations
@@ -67,31 +68,33 @@ PG_OPTIONS = ("-c shared_buffers=1024MB -c effective_cache_size=3072MB -c work_m
               # plans of slow statements go to the server log, to explain a missed target
               "-c session_preload_libraries=auto_explain -c auto_explain.log_min_duration=50ms")
 
-# --- schema proposal (applied only with --with-proposal) ------------------------------------------
+# --- schema variants (measured only with --with-variants) -----------------------------------------
 
-PROPOSAL = [
-    # Steps, applied in order and measured after each; see bench/README.md "History at scale".
-    ("A: index (state, state_at) replacing (state)", [
-        # `runs --state S` then reads only the rows in state S, newest first, instead of all rows
-        "CREATE INDEX CONCURRENTLY ix_job_runs_state_state_at ON job_runs (state, state_at)",
-        "DROP INDEX CONCURRENTLY ix_job_runs_state",  # a prefix of the new index: redundant
-    ]),
-    ("B: + task_name indexes over the unsuccessful rows only", [
-        # list_runs matches a name as `task_name = X OR task_name LIKE '%.X'`; a LIKE with a leading
-        # wildcard needs a trigram index, and both arms need an index for PostgreSQL to use either.
-        # Partial (state <> 'SUCCESS', about 6 % of the rows): small, cheap to keep up to date, and
-        # the trigram posting lists stay short. A full trigram index was tried at 2M rows: 94 s to
-        # build, and 380 ms to scan for one name (the trigrams every name shares list every row).
-        "CREATE EXTENSION IF NOT EXISTS pg_trgm",
-        "CREATE INDEX CONCURRENTLY ix_job_runs_unsuccessful_task_trgm ON job_runs "
-        "USING gin (task_name gin_trgm_ops) WHERE state <> 'SUCCESS'",
+# (label, statements applied by hand, statements that undo them); `runs --task X` resolves X to the
+# stored names first (netjobs.services.runs.list_runs), so no index on task_name patterns is needed.
+VARIANTS = [
+    ("without ix_job_runs_unsuccessful_task_state_at (0006)", [
+        # `--task X --state FAILURE` then walks X's rows in ix_job_runs_task_name_state_at newest
+        # first, filtering on state: for a task that rarely fails (ping), most of its rows
+        "DROP INDEX CONCURRENTLY ix_job_runs_unsuccessful_task_state_at",
+    ], [
         "CREATE INDEX CONCURRENTLY ix_job_runs_unsuccessful_task_state_at ON job_runs "
         "(task_name, state, state_at) WHERE state <> 'SUCCESS'",
     ]),
-    ("C: + index of the waiting dead letters (headroom, optional)", [
-        # doctor's count and `dlq list` read only the letters not requeued, not every letter ever kept
+    ("without ix_dead_letters_waiting_failed_at (0006)", [
+        # doctor's count and `dlq list` then read every letter ever kept, not the waiting ones
+        "DROP INDEX CONCURRENTLY ix_dead_letters_waiting_failed_at",
+    ], [
         "CREATE INDEX CONCURRENTLY ix_dead_letters_waiting_failed_at ON dead_letters (failed_at) "
         "WHERE requeued_at IS NULL",
+    ]),
+    ("with (state, state_at) replacing (state) (not shipped)", [
+        # `runs --state S` without --task would read only the rows in state S, newest first
+        "CREATE INDEX CONCURRENTLY ix_job_runs_state_state_at ON job_runs (state, state_at)",
+        "DROP INDEX CONCURRENTLY ix_job_runs_state",  # a prefix of the new index: redundant
+    ], [
+        "CREATE INDEX CONCURRENTLY ix_job_runs_state ON job_runs (state)",
+        "DROP INDEX CONCURRENTLY ix_job_runs_state_state_at",
     ]),
 ]
 
@@ -618,7 +621,7 @@ def query_cases(sample_task_id: str) -> list[tuple[str, bool, object]]:
         ("runs --by alice --since 1w", False, lambda: runs(by="alice", since="1w")),
         ("runs --task netjobs.network.sweep_inventory --since 1d", False,
          lambda: runs(task="netjobs.network.sweep_inventory", since="1d")),
-        # a rare task without --state: no schema change helps here (see bench/README.md)
+        # a rare task without --state: one resolved name, read newest first from ix_job_runs_task_name_state_at
         ("runs --task netjobs.maintenance.purge_history", False,
          lambda: runs(task="netjobs.maintenance.purge_history")),
         ("status TASK_ID", False, lambda: [get_run(sample_task_id)]),
@@ -747,7 +750,7 @@ def measure_purges(days: int, purges: int, first_offset: int, quiet_s: float, ca
 
 def slow_plans(log_path: Path) -> list[dict]:
     """Plans auto_explain logged for slow SELECTs on job_runs/dead_letters: one per distinct statement
-    and plan shape (costs left out), in log order, so a plan that changed after a proposal step shows."""
+    and plan shape (costs left out), in log order, so a plan that changed under a variant shows."""
     try:
         text = log_path.read_text(errors="replace")
     except FileNotFoundError:
@@ -799,7 +802,7 @@ def print_purges(result: dict) -> None:
           + (f"; writer errors: {result['writer_errors']}" if result["writer_errors"] else ""))
 
 
-def apply_step(conn, statements: list[str]) -> list[dict]:
+def apply_sql(conn, statements: list[str]) -> list[dict]:
     cur = conn.cursor()
     applied = []
     conn.autocommit = True  # CREATE INDEX CONCURRENTLY cannot run in a transaction
@@ -807,7 +810,7 @@ def apply_step(conn, statements: list[str]) -> list[dict]:
         began = time.monotonic()
         cur.execute(statement)
         applied.append({"sql": statement, "seconds": round(time.monotonic() - began, 1), "load": load()})
-        say(f"proposal: {statement} ({applied[-1]['seconds']} s)")
+        say(f"variant: {statement} ({applied[-1]['seconds']} s)")
     cur.execute("ANALYZE job_runs")
     cur.execute("ANALYZE dead_letters")
     conn.autocommit = False
@@ -827,8 +830,8 @@ def main() -> int:
                         help="days deleted by one more purge after the daily ones (default 7, 0: none)")
     parser.add_argument("--quiet-s", type=float, default=15.0, help="seconds of writer alone before the purges")
     parser.add_argument("--seed", type=int, default=13)
-    parser.add_argument("--with-proposal", action="store_true",
-                        help="measure, apply the schema PROPOSAL (not in the migrations), measure again")
+    parser.add_argument("--with-variants", action="store_true",
+                        help="then measure the queries again with each of VARIANTS (by hand, undone after)")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
     if args.runs < 20:
@@ -862,16 +865,14 @@ def main() -> int:
 
         result["queries"] = measure_queries(args.runs, sample)
         result["purge"] = measure_purges(args.days, args.purges, 0, args.quiet_s, args.catch_up)
-        if args.with_proposal:
-            steps = []
-            for label, statements in PROPOSAL:
-                step = {"step": label, "applied": apply_step(conn, statements)}
-                step["sizes"] = sizes(conn)
-                step["queries"] = measure_queries(args.runs, sample)
-                steps.append(step)
-            result["proposal"] = {"steps": steps,
-                                  "purge": measure_purges(args.days, args.purges, args.purges + args.catch_up,
-                                                          args.quiet_s, args.catch_up)}
+        if args.with_variants:
+            result["variants"] = []
+            for label, statements, undo in VARIANTS:
+                variant = {"variant": label, "applied": apply_sql(conn, statements)}
+                variant["sizes"] = sizes(conn)
+                variant["queries"] = measure_queries(args.runs, sample)
+                variant["undone"] = apply_sql(conn, undo)
+                result["variants"].append(variant)
         result["slow_plans"] = slow_plans(pg.datadir.parent / "log")
         conn.close()
 
@@ -888,24 +889,22 @@ def main() -> int:
                   f"(target p95 <= {TARGET_P95_MS:.0f})",
                   result["queries"])
     print_purges(result["purge"])
-    if args.with_proposal:
-        for step in result["proposal"]["steps"]:
-            print(f"\nPROPOSAL step {step['step']} (not part of the migrations), applied by hand:")
-            for item in step["applied"]:
+    if args.with_variants:
+        for variant in result["variants"]:
+            print(f"\nvariant {variant['variant']}, applied by hand (undone after):")
+            for item in variant["applied"]:
                 print(f"  {item['sql']};  -- {item['seconds']} s, load {item['load'][0]}")
-            print(f"  job_runs indexes now {step['sizes']['job_runs']['indexes_mb']:,} MB")
-            print_queries(f"queries after step {step['step'][:1]}", step["queries"])
-        print("\nwith the whole proposal:")
-        print_purges(result["proposal"]["purge"])
-    final = result["proposal"] if args.with_proposal else result
-    final_queries = final["steps"][-1]["queries"] if args.with_proposal else final["queries"]
-    queries_met = all(q["met"] for q in final_queries if q["target"])
-    purges_met = all(p["met"] and not p["writer_blocked"] for p in final["purge"]["purges"] if p["daily"])
+            print(f"  job_runs indexes then {variant['sizes']['job_runs']['indexes_mb']:,} MB, "
+                  f"dead_letters {variant['sizes']['dead_letters']['indexes_mb']:,} MB")
+            print_queries(f"queries {variant['variant']}", variant["queries"])
+    # the verdict is the shipped schema's: the variants are for comparison only
+    queries_met = all(q["met"] for q in result["queries"] if q["target"])
+    purges_met = all(p["met"] and not p["writer_blocked"] for p in result["purge"]["purges"] if p["daily"])
     result.update(queries_met=queries_met, purges_met=purges_met, target_met=queries_met and purges_met,
                   load_at_end=load())
     print(f"\nqueries p95 <= {TARGET_P95_MS:.0f} ms: {'met' if queries_met else 'MISSED'}; purge <= "
           f"{TARGET_PURGE_S:.0f} s without blocking the writer: {'met' if purges_met else 'MISSED'}"
-          f"{' (with the proposal)' if args.with_proposal else ''}; load average now {load()}")
+          f" (as shipped); load average now {load()}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -12,6 +12,7 @@ from alembic.script import ScriptDirectory
 from netjobs.db.engine import get_engine
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+UPGRADE_LOCK = 8265430117
 
 
 def alembic_config() -> Config:
@@ -24,11 +25,23 @@ def upgrade(revision: str = "head") -> None:
     """Bring the schema to ``revision``; a no-op when already there. Serialised by an advisory lock."""
     engine = get_engine()
     cfg = alembic_config()
-    with engine.begin() as connection:
-        # Two hosts running `netjobs db upgrade` at once must not race each other.
-        connection.exec_driver_sql("SELECT pg_advisory_xact_lock(8265430117)")
-        cfg.attributes["connection"] = connection
-        command.upgrade(cfg, revision)
+    with engine.connect() as connection:
+        # Two hosts running `netjobs db upgrade` at once must not race each other. A session lock,
+        # not a transaction one: a migration that builds an index CONCURRENTLY (0006) commits the
+        # migrations before it and runs outside any transaction, and the lock must outlast that.
+        connection.exec_driver_sql(f"SELECT pg_advisory_lock({UPGRADE_LOCK})")
+        connection.commit()  # Alembic then runs its own transaction(s) on this connection
+        try:
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, revision)
+        finally:
+            try:
+                connection.rollback()
+                connection.exec_driver_sql(f"SELECT pg_advisory_unlock({UPGRADE_LOCK})")
+                connection.commit()
+            except Exception:
+                # a broken connection: not back into the pool still holding the lock
+                connection.invalidate()
 
 
 def current_revision() -> str | None:

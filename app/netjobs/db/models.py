@@ -15,6 +15,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -75,6 +76,9 @@ class JobRun(Base):
         Index("ix_job_runs_state_at", "state_at"),
         Index("ix_job_runs_state", "state"),
         Index("ix_job_runs_submitted_by_state_at", "submitted_by", "state_at"),
+        # migration 0006: `runs --task X --state S` for S other than SUCCESS, newest first
+        Index("ix_job_runs_unsuccessful_task_state_at", "task_name", "state", "state_at",
+              postgresql_where=text("state <> 'SUCCESS'")),
     )
 
 
@@ -126,7 +130,11 @@ class DeadLetter(Base):
     requeued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     requeued_task_id: Mapped[str | None] = mapped_column(String(64))
 
-    __table_args__ = (Index("ix_dead_letters_failed_at", "failed_at"),)
+    __table_args__ = (
+        Index("ix_dead_letters_failed_at", "failed_at"),
+        # migration 0006: doctor's count and `dlq list` read the waiting letters only
+        Index("ix_dead_letters_waiting_failed_at", "failed_at", postgresql_where=text("requeued_at IS NULL")),
+    )
 
 
 class ConfigContent(Base):

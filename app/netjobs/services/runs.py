@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import or_, select
+from sqlalchemy import String, column, or_, select, text, union_all
 
 from netjobs.db.engine import session_scope
 from netjobs.db.models import JobRun
@@ -75,26 +75,77 @@ class RunView:
         return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in self.__dict__.items()}
 
 
+def task_name_matches(name_column, task: str):
+    """The one rule for ``--task``: a pattern with ``*`` (a glob over the whole name), else the full
+    name or a dotted suffix of it (``ping`` and ``diag.ping`` find ``netjobs.diag.ping``)."""
+    if "*" in task:
+        pattern = task.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%")
+        return name_column.like(pattern, escape="\\")
+    return or_(name_column == task, name_column.endswith("." + task, autoescape=True))
+
+
+# The distinct task names in job_runs, read as a loose index scan of ix_job_runs_task_name_state_at:
+# one probe per name (a few dozen), newest entry of each name first, so the probes land on live rows
+# rather than on the oldest ones a purge has just deleted. A plain DISTINCT would read every row.
+_TASK_NAMES = text("""
+    WITH RECURSIVE names(name) AS (
+        (SELECT task_name FROM job_runs WHERE task_name IS NOT NULL ORDER BY task_name DESC LIMIT 1)
+        UNION ALL
+        SELECT (SELECT j.task_name FROM job_runs j WHERE j.task_name < names.name
+                ORDER BY j.task_name DESC LIMIT 1)
+        FROM names WHERE names.name IS NOT NULL
+    )
+    SELECT name FROM names WHERE name IS NOT NULL
+""").columns(column("name", String))
+
+
+def matching_task_names(session, task: str) -> tuple[list[str], bool]:
+    """The stored task names ``task`` matches (sorted), and whether that is every stored name."""
+    names = _TASK_NAMES.subquery("task_names")
+    rows = session.execute(select(names.c.name, task_name_matches(names.c.name, task)).order_by(names.c.name)).all()
+    matched = [name for name, hit in rows if hit]
+    return matched, len(matched) == len(rows)
+
+
 def list_runs(task: str | None = None, state: str | None = None, since: datetime | None = None,
               limit: int = 50, by: str | None = None) -> list[RunView]:
     """Newest first. ``task`` is a full task name, a short one (``ping`` finds ``netjobs.diag.ping``)
-    or a pattern with ``*``."""
+    or a pattern with ``*``.
+
+    ``task`` is first resolved to the task names it matches among those stored (a cheap loose index
+    scan), then the runs are filtered with ``task_name = name``: an index can serve that, and
+    ``(task_name, state, state_at)`` (unsuccessful runs) then reads only the rows asked for, newest
+    first. Matching ``task_name`` against ``LIKE '%.ping'`` in the query itself let no index help.
+    """
     if not 1 <= limit <= MAX_LIMIT:
         raise ValidationError(f"--limit must be between 1 and {MAX_LIMIT}, got {limit}")
-    query = select(JobRun).order_by(JobRun.state_at.desc(), JobRun.id.desc()).limit(limit)
-    if task:
-        if "*" in task:
-            pattern = task.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%")
-            query = query.where(JobRun.task_name.like(pattern, escape="\\"))
-        else:
-            query = query.where(or_(JobRun.task_name == task, JobRun.task_name.endswith("." + task, autoescape=True)))
+    filters = []
     if state:
-        query = query.where(JobRun.state == normalize_state(state))
+        filters.append(JobRun.state == normalize_state(state))
     if since:
-        query = query.where(JobRun.state_at >= since)
+        filters.append(JobRun.state_at >= since)
     if by is not None:
-        query = query.where(actor_filter(JobRun.submitted_by, by))
+        filters.append(actor_filter(JobRun.submitted_by, by))
+    newest_first = (JobRun.state_at.desc(), JobRun.id.desc())
     with session_scope() as session:
+        if not task:
+            query = select(JobRun).where(*filters).order_by(*newest_first).limit(limit)
+        else:
+            names, every = matching_task_names(session, task)
+            if not names:
+                return []
+            if every:  # `*`, `netjobs.*`: only the rows without a name are left out
+                query = select(JobRun).where(JobRun.task_name.is_not(None), *filters)
+            elif len(names) == 1:
+                # `=`, not `= ANY(...)`: with an array PostgreSQL cannot take the order from the index
+                query = select(JobRun).where(JobRun.task_name == names[0], *filters)
+            else:
+                # one newest-first read per name, each at most `limit` rows, merged below
+                branches = [select(JobRun.id).where(JobRun.task_name == name, *filters)
+                            .order_by(*newest_first).limit(limit) for name in names]
+                ids = union_all(*branches).subquery("matched")
+                query = select(JobRun).where(JobRun.id.in_(select(ids.c.id)))
+            query = query.order_by(*newest_first).limit(limit)
         return [RunView.of(row) for row in session.scalars(query)]
 
 
