@@ -167,6 +167,35 @@ def test_workers_report_their_sentinel_connection_without_the_password(netjobs_e
     assert len(broker["alternates"]) == 3 and all(":***@127.0.0.1:" in u for u in broker["alternates"])
 
 
+@pytest.mark.slow
+def test_tasks_running_through_a_failover_finish(netjobs_env):
+    """Found by molecule/ha: the tasks reporting progress when the primary died failed, and Celery
+    dropped them for good (a retry it cannot publish is rejected without requeue: no result, no
+    dead letter). Progress is now best effort: a task sleeping through the failover with progress
+    every second finishes. (The worker itself does not survive this here: kombu 5.7's channel close
+    after a lost connection raises AttributeError, "Unrecoverable error"; systemd restarts it.)"""
+    with sentinel_cluster() as (url, master, _master_port, replica_port):
+        env = {**netjobs_env, "NETJOBS_BROKER_URL": url, "NETJOBS_RESULT_BACKEND_URL": url,
+               "NETJOBS_REDBEAT_URL": url, "NETJOBS_REDIS_SENTINEL_MASTER": MASTER}
+        with celery_worker(env, queues="default", pool="threads", concurrency=2,
+                           hostname=f"sentinel-outage-{os.getpid()}@localhost") as worker:
+            def submit(*args: str) -> str:
+                result = run_netjobs("submit", *args, env=env)
+                assert result.exit_code == 0, result.stderr
+                return result.stdout.splitlines()[0].strip()
+
+            def state(task_id: str) -> str:
+                result = run_netjobs("status", task_id, "--json", env=env)
+                return json.loads(result.stdout).get("state", "") if result.exit_code == 0 else ""
+
+            sleeper = submit("netjobs.diag.sleep", "--arg", "seconds=12")
+            wait_until(lambda: state(sleeper) == "PROGRESS", 30, message="the sleeping task to report progress")
+            os.kill(master.pid, signal.SIGKILL)
+            wait_until(lambda: master_port_now(url) == replica_port, 60, message="Sentinel to promote the replica")
+            wait_until(lambda: state(sleeper) in ("SUCCESS", "FAILURE"), 60, message="the sleeping task to finish")
+            assert state(sleeper) == "SUCCESS", worker.log()[-4000:]
+
+
 @pytest.fixture(scope="module")
 def pki():
     directory = make_pki(Path(tempfile.mkdtemp(prefix="netjobs-pki-")))

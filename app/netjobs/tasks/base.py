@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from datetime import datetime, timezone
 
 from celery import Task
@@ -15,6 +16,10 @@ from netjobs.errors import PoisonTaskError, ValidationError, is_transient
 log = logging.getLogger(__name__)
 
 REDELIVERY_KEY_PREFIX = "netjobs:redeliveries:"
+# How long a task keeps trying to publish its retry while the broker is unreachable (a Sentinel
+# failover or a Redis restart takes seconds), and the pause between two tries.
+RETRY_PUBLISH_WINDOW = 60.0
+RETRY_PUBLISH_PAUSE = 2.0
 
 
 def backoff_delay(retries: int, base: float, cap: float) -> float:
@@ -68,6 +73,27 @@ def refuse_poison(task_id: str) -> None:
         )
 
 
+def publish_retry(task: Task, exc: Exception, countdown: float, max_retries: int) -> Retry:
+    """``task.retry()``, tried again while the broker is unreachable.
+
+    Celery rejects a task whose retry it cannot publish without requeueing it: the message is
+    gone, with no result and no dead letter. Within RETRY_PUBLISH_WINDOW the publish is tried again;
+    past it ``exc`` is raised, so that the task fails into the dead letters instead.
+    """
+    deadline = time.monotonic() + RETRY_PUBLISH_WINDOW
+    while True:
+        try:
+            return task.retry(exc=exc, countdown=countdown, max_retries=max_retries, throw=False)
+        except Reject as rejected:
+            if time.monotonic() >= deadline:
+                log.error("%s[%s] could not publish its retry for %.0fs (%s): failing it",
+                          task.name, task.request.id, RETRY_PUBLISH_WINDOW, rejected.reason)
+                raise exc from None
+            log.warning("%s[%s] cannot publish its retry yet (%s); trying again in %.0fs",
+                        task.name, task.request.id, rejected.reason, RETRY_PUBLISH_PAUSE)
+            time.sleep(RETRY_PUBLISH_PAUSE)
+
+
 class NetjobsTask(Task):
     """Transient errors are retried with backoff up to a maximum; anything else fails at once.
 
@@ -97,7 +123,7 @@ class NetjobsTask(Task):
                     delay = backoff_delay(self.request.retries, settings.retry_backoff, settings.retry_backoff_max)
                     log.warning("%s[%s] transient error, retry %d/%d in %.1fs: %s", self.name, self.request.id,
                                 self.request.retries + 1, settings.max_retries, delay, exc)
-                    raise self.retry(exc=exc, countdown=delay, max_retries=settings.max_retries) from exc
+                    raise publish_retry(self, exc, delay, settings.max_retries) from exc
             raise
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
@@ -118,6 +144,12 @@ class NetjobsTask(Task):
             log.exception("could not record dead letter for %s[%s]", self.name, task_id)
 
     def progress(self, current: int, total: int, **meta) -> None:
-        """Report progress for `netjobs wait` and Flower (state PROGRESS)."""
+        """Report progress for `netjobs wait` and Flower (state PROGRESS). Best effort: a report that
+        cannot reach Redis (a failover, a restart) is skipped, and the task goes on."""
         if self.request.id and not self.request.called_directly:
-            self.update_state(state="PROGRESS", meta={"current": current, "total": total, **meta})
+            try:
+                self.update_state(state="PROGRESS", meta={"current": current, "total": total, **meta})
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.info("%s[%s] progress %d/%d not stored: %s", self.name, self.request.id, current, total, exc)
