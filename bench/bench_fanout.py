@@ -20,7 +20,14 @@ the consumer: the pop time (raw), the task's own clock (plain, it returns ``time
 ``job_runs.started_at`` (netjobs). Throughput is N / (last finish - first submit): publishing is
 part of the work, as it is for an operator's fan-out.
 
+With ``--only ...,breakdown`` (or ``--breakdown``) it also runs the netjobs ``default`` queue profile
+(``short-tasks`` worker, history on) once with everything on and once per semantic turned off alone
+(acks_late, track_started, task events, job history), ``--breakdown-n`` tasks each, so the cost of
+each in tasks/s and CPU per task can be read off. Those rows are kept apart (``breakdown`` in the
+JSON) and change neither the headline nor the ratio.
+
     python bench/bench_fanout.py [--n 10000] [--json OUT] [--producer loop|group|both]
+                                 [--breakdown] [--breakdown-n 3000] [--breakdown-passes 1]
 """
 
 from __future__ import annotations
@@ -65,6 +72,28 @@ NETJOBS_WORKERS = {
 NETJOBS_VARIANTS = (("short-tasks", True), ("prefork", True), ("long-jobs", True), ("short-tasks", False))
 TARGET_RATIO = 1.5
 PLAIN_WORKER = ""  # celery's defaults
+
+# Per-semantic breakdown: each row turns one of these off, the rest as shipped.
+SEMANTICS = ("acks_late", "track_started", "events", "history")
+BREAKDOWN_N = 3000
+# What "off" means for the Celery settings (the worker reads them; -E is dropped for events too).
+SEMANTIC_SETTINGS = {
+    "acks_late": {"task_acks_late": False, "task_reject_on_worker_lost": False},
+    "track_started": {"task_track_started": False},
+    "events": {"worker_send_task_events": False},
+}
+
+
+def __getattr__(name: str):
+    """``celery -A bench_fanout:semantics_app``: netjobs' app with the settings of the semantics named
+    in BENCH_SEMANTICS_OFF turned off (set before the app is finalized, so tasks take them)."""
+    if name != "semantics_app":
+        raise AttributeError(name)
+    from netjobs.celery_app import app
+
+    for semantic in filter(None, os.environ.get("BENCH_SEMANTICS_OFF", "").split(",")):
+        app.conf.update(SEMANTIC_SETTINGS.get(semantic, {}))
+    return app
 
 
 # --- measurement ------------------------------------------------------------------------------
@@ -440,6 +469,53 @@ def measure(kind: str, n: int, mode: str, env: dict, servers: dict[str, int], re
     return summary
 
 
+# --- per-semantic breakdown ---------------------------------------------------------------------
+
+
+def breakdown_runs(env: dict) -> list[tuple[str, str, dict]]:
+    """(label, worker options, environment) of the default-queue profile with everything on, then
+    with each semantic off alone."""
+    runs = []
+    for off in (None, *SEMANTICS):
+        options = SHORT_TASKS if off != "events" else " ".join(o for o in SHORT_TASKS.split() if o != "-E")
+        label = "default profile, all on" if off is None else f"default profile, {off} OFF"
+        runs.append((label, options, {**env, "NETJOBS_HISTORY_ENABLED": "false" if off == "history" else "true",
+                                      "BENCH_SEMANTICS_OFF": off if off in SEMANTIC_SETTINGS else "",
+                                      "BENCH_PROFILE": label}))
+    return runs
+
+
+def breakdown_summary(runs: list[dict]) -> list[dict]:
+    """One line per configuration: medians over its passes (passes are interleaved, so a change of
+    outside load hits every configuration alike)."""
+    import statistics
+
+    lines = []
+    for label in dict.fromkeys(r["semantic_label"] for r in runs):
+        mine = [r for r in runs if r["semantic_label"] == label]
+        lines.append({"semantic_label": label, "semantics_off": mine[0]["semantics_off"], "n": mine[0]["n"],
+                      "passes": len(mine), "per_s": statistics.median(r["per_s"] for r in mine),
+                      "per_s_each": [r["per_s"] for r in mine],
+                      "cpu_us_per_task": statistics.median(r["cpu_us_per_task"]["total"] for r in mine),
+                      "loads": [r["load_before"].split("/")[0] for r in mine]})
+    base = lines[0]
+    for line in lines:
+        line["vs_all_on"] = round(line["per_s"] / base["per_s"], 3)
+        line["cpu_vs_all_on"] = round(line["cpu_us_per_task"] - base["cpu_us_per_task"])
+    return lines
+
+
+def print_breakdown(lines: list[dict]) -> None:
+    print(f"\nper-semantic breakdown (netjobs `default` queue profile: short-tasks worker), N={lines[0]['n']}, "
+          f"median of {lines[0]['passes']} interleaved pass(es)")
+    print(f"{'run':34} {'tasks/s':>8} {'vs all on':>9} {'CPU us/task':>11} {'CPU vs all on':>13}  "
+          f"{'tasks/s each':<20} load (1 min) each")
+    for r in lines:
+        each = "/".join(f"{x:.0f}" for x in r["per_s_each"])
+        print(f"{r['semantic_label']:34} {r['per_s']:>8.0f} {r['vs_all_on']:>8.2f}x {r['cpu_us_per_task']:>11.0f} "
+              f"{r['cpu_vs_all_on']:>+13}  {each:<20} {', '.join(r['loads'])}")
+
+
 # --- driver -----------------------------------------------------------------------------------
 
 
@@ -465,6 +541,12 @@ def main(argv: list[str] | None = None) -> int:
                              "celery worker options (default: every profile of NETJOBS_VARIANTS)")
     parser.add_argument("--history", choices=("on", "off"), default="on",
                         help="netjobs job history, with --netjobs-worker")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also run the per-semantic breakdown (same as adding breakdown to --only)")
+    parser.add_argument("--breakdown-n", type=int, default=BREAKDOWN_N,
+                        help=f"tasks per breakdown run (default {BREAKDOWN_N})")
+    parser.add_argument("--breakdown-passes", type=int, default=1,
+                        help="interleaved passes over the breakdown's configurations; medians reported (default 1)")
     parser.add_argument("--produce", help=argparse.SUPPRESS)
     parser.add_argument("--raw-consumer", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -482,9 +564,13 @@ def main(argv: list[str] | None = None) -> int:
 
     modes = ("loop", "group") if args.producer == "both" else (args.producer,)
     contenders = [c.strip() for c in args.only.split(",") if c.strip()]
-    unknown = set(contenders) - {"raw", "plain", "netjobs"}
+    unknown = set(contenders) - {"raw", "plain", "netjobs", "breakdown"}
     if unknown:
-        parser.error(f"unknown contender(s) {', '.join(sorted(unknown))}; use raw, plain, netjobs")
+        parser.error(f"unknown contender(s) {', '.join(sorted(unknown))}; use raw, plain, netjobs, breakdown")
+    breakdown = args.breakdown or "breakdown" in contenders
+    contenders = [c for c in contenders if c != "breakdown"]
+    if args.breakdown_n < 1 or args.breakdown_passes < 1:
+        parser.error("--breakdown-n and --breakdown-passes must be at least 1")
     if args.netjobs_worker:
         variants = ((args.netjobs_worker, args.history == "on"),)
     else:
@@ -514,11 +600,27 @@ def main(argv: list[str] | None = None) -> int:
                 for mode in modes:
                     rows.append(measure(kind, args.n, mode, run_env, servers, redis_srv.url, worker))
                     print(f"  done: {rows[-1]['name']}: {rows[-1]['per_s']:.0f}/s", file=sys.stderr)
+        breakdown_rows = []
+        passes = [run for _ in range(args.breakdown_passes) for run in breakdown_runs(env)] if breakdown else []
+        for label, options, run_env in passes:
+            row = measure("netjobs", args.breakdown_n, "loop", run_env, servers, redis_srv.url,
+                          ("bench_fanout:semantics_app", options))
+            row["semantic_label"] = label
+            row["semantics_off"] = run_env["BENCH_SEMANTICS_OFF"] or (
+                "history" if run_env["NETJOBS_HISTORY_ENABLED"] == "false" else
+                "events" if "-E" not in options.split() else "")
+            breakdown_rows.append(row)
+            print(f"  done: {label}: {row['per_s']:.0f}/s", file=sys.stderr)
 
-    print(f"fan-out, N={args.n}, {os.cpu_count()} CPUs, load average now {load()}")
-    print_table(rows)
+    if rows:
+        print(f"fan-out, N={args.n}, {os.cpu_count()} CPUs, load average now {load()}")
+        print_table(rows)
+    if breakdown_rows:
+        print_breakdown(breakdown_summary(breakdown_rows))
     result = {"benchmark": "fanout", "n": args.n, "cpus": os.cpu_count(), "rows": rows,
               "load_average": [round(x, 2) for x in os.getloadavg()], "target_ratio": TARGET_RATIO}
+    if breakdown_rows:
+        result["breakdown"] = {"runs": breakdown_rows, "summary": breakdown_summary(breakdown_rows)}
     plain = next((r for r in rows if r["name"].startswith("plain")), None)
     headline = next((r for r in rows if r["name"].startswith("netjobs")), None)
     if plain and headline:
