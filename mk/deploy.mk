@@ -1,6 +1,6 @@
 # The appliance: wheelhouse, `make lab`, reference unit files, deployment scenarios.
 # Included by the root Makefile; see docs/deploy.md.
-MOLECULE_SCENARIOS += default cluster backup-restore upgrade
+MOLECULE_SCENARIOS += default cluster backup-restore upgrade ha
 # Headless Chromium on the controller: molecule/default loads Flower's Broker page in it
 # (molecule/shared/tasks/flower-broker-page.yml).
 APT_PACKAGES += chromium

@@ -16,7 +16,7 @@ LINT_PATHS := $(wildcard roles playbooks molecule inventories)
 # drills assert bounds with margins that hold under the load of two other scenarios. The longest
 # start first so that the short ones fill the slots at the end.
 MOLECULE_JOBS ?= 3
-MOLECULE_FIRST := upgrade cluster backup-restore
+MOLECULE_FIRST := upgrade cluster ha backup-restore
 
 .PHONY: lab-base lab-up lab-down lint molecule
 lab-base: deps ## build (or reuse) the cached base rootfs of the lab hosts, Debian 12 and 13
