@@ -192,6 +192,8 @@ def print_table(results: dict) -> None:
 def backup_services(stack: ExitStack, prefix: str) -> tuple[Path, dict[str, str]]:
     """A work directory, Redis and a migrated PostgreSQL for a backup benchmark, closed by ``stack``;
     the environment (shipped timeouts and retry policy, strict host keys) is applied to this process."""
+    from tests.support.servers import postgres_server, redis_server, service_env
+
     workdir = Path(tempfile.mkdtemp(prefix=prefix))
     stack.callback(shutil.rmtree, workdir, True)
     redis = stack.enter_context(redis_server())

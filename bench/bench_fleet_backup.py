@@ -183,19 +183,7 @@ def run_fleet(args, devices: int, env: dict, workdir: Path) -> dict:
             "rerun_speedup": round(first["seconds"] / again["seconds"], 2)}
 
 
-def _give_bench_backup_its_servers() -> None:
-    """bench_backup.backup_services uses redis_server/postgres_server/service_env, which bench_backup
-    imports only inside its own run(); called from here they would be undefined (NameError)."""
-    import bench_backup
-    from tests.support import servers
-
-    for name in ("redis_server", "postgres_server", "service_env"):
-        if not hasattr(bench_backup, name):
-            setattr(bench_backup, name, getattr(servers, name))
-
-
 def run(args) -> dict:
-    _give_bench_backup_its_servers()
     results: dict = {
         "benchmark": "fleet_backup", "device_counts": args.devices, "workers": args.workers,
         "concurrency": args.concurrency,

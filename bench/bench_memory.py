@@ -69,11 +69,6 @@ from bench_fanout import _process_tree  # noqa: E402
 from tests.support import servers  # noqa: E402
 from tests.support.servers import VENV_BIN, free_port  # noqa: E402
 
-# bench_backup.backup_services uses redis_server, postgres_server and service_env, which bench_backup
-# imports only inside its run(): give its module those names when it lacks them.
-for _name in ("redis_server", "postgres_server", "service_env"):
-    vars(bench_backup).setdefault(_name, getattr(servers, _name))
-
 ROLE = ROOT / "roles" / "netjobs_processes"
 REFERENCE = ROOT / "systemd" / "etc"
 TARGET_PSS_MB = 600.0
