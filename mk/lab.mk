@@ -16,7 +16,7 @@ LINT_PATHS := $(wildcard roles playbooks molecule inventories)
 # drills assert bounds with margins that hold under the load of two other scenarios. The longest
 # start first so that the short ones fill the slots at the end.
 MOLECULE_JOBS ?= 3
-MOLECULE_FIRST := upgrade cluster ha backup-restore
+MOLECULE_FIRST := ha cluster upgrade backup-restore
 
 .PHONY: lab-base lab-up lab-down lint molecule
 lab-base: deps ## build (or reuse) the cached base rootfs of the lab hosts, Debian 12 and 13
@@ -34,5 +34,5 @@ lint: venv ## yamllint and ansible-lint (production profile) on roles, playbooks
 	PATH="$(CURDIR)/$(VBIN):$$PATH" $(VBIN)/ansible-lint $(LINT_PATHS)
 
 molecule: deps venv lab-base ## molecule test for every scenario in MOLECULE_SCENARIOS, MOLECULE_JOBS at a time, with durations
-	tools/molecule-run $(MOLECULE_JOBS) $(filter $(MOLECULE_FIRST),$(MOLECULE_SCENARIOS)) \
+	tools/molecule-run $(MOLECULE_JOBS) $(foreach s,$(MOLECULE_FIRST),$(filter $(s),$(MOLECULE_SCENARIOS))) \
 	    $(filter-out $(MOLECULE_FIRST),$(MOLECULE_SCENARIOS))
