@@ -68,7 +68,8 @@ def celery_settings(s: Settings) -> dict:
            else {"broker_transport": "netjobs.redis_transport:Transport"}),
         "result_backend": s.result_backend_url,
         # Celery's loader maps redis:// result URLs to this class (see netjobs.redis_backend).
-        "override_backends": {scheme: "netjobs.redis_backend:RedisBackend" for scheme in ("redis", "rediss")},
+        "override_backends": {**{scheme: "netjobs.redis_backend:RedisBackend" for scheme in ("redis", "rediss")},
+                              "sentinel": "netjobs.redis_backend:SentinelBackend"},
         "broker_transport_options": {**transport, "priority_steps": list(PRIORITY_STEPS)},
         "result_backend_transport_options": dict(transport),
         "broker_connection_retry_on_startup": True,

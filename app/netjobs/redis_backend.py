@@ -9,14 +9,18 @@
   reads the stored state itself, so only callers that wait pay for it (a fan-out of 10,000
   tasks otherwise sends 10,000 SUBSCRIBE and UNSUBSCRIBE commands).
 
-Selected by the Celery loader's ``override_backends`` setting for ``redis://`` and ``rediss://``
-result URLs, so ``result_backend`` stays a plain URL (and Celery can still mask its password).
+Selected by the Celery loader's ``override_backends`` setting for ``redis://``, ``rediss://`` and
+``sentinel://`` result URLs, so ``result_backend`` stays a plain URL (and Celery can still mask its
+password). Through Sentinel it also matters for failovers: Celery's own store reads the current
+state with a plain GET outside its connection retry, so a task finishing while the primary is
+down failed (molecule/ha); the script runs under ``ensure``, retried until the new primary answers.
 """
 
 from __future__ import annotations
 
 from celery import states
 from celery.backends.redis import RedisBackend as CeleryRedisBackend
+from celery.backends.redis import SentinelBackend as CelerySentinelBackend
 from celery.exceptions import BackendStoreError
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.objects import cached_property
@@ -62,3 +66,7 @@ class RedisBackend(CeleryRedisBackend):
 
     def _store_unless_succeeded(self, key, value, expires):
         return self._store_script(keys=[key], args=[value, int(expires or 0)])
+
+
+class SentinelBackend(RedisBackend, CelerySentinelBackend):
+    """The same store, through Redis Sentinel (Celery's SentinelBackend finds the primary)."""
