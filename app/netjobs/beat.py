@@ -31,6 +31,7 @@ from redbeat.schedulers import (
 )
 
 from netjobs.actor import acting_as
+from netjobs.errors import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,17 @@ def _acquire_lock(sender=None, **kwargs):
     # As RedBeat does: extending sets the timeout anew instead of adding to what is left.
     lock.lua_extend = client.register_script(LUA_EXTEND_TO_SCRIPT)
     log.info("beat: waiting for the lock %s", scheduler.lock_key)
-    lock.acquire()
+    while True:
+        try:
+            lock.acquire()
+            break
+        except Exception as exc:
+            # A standby waits through a Redis restart or a Sentinel failover instead of exiting.
+            if not is_transient(exc):
+                raise
+            log.warning("beat: Redis unreachable while waiting for the lock (%s); trying again in %ds",
+                        exc, LOCK_POLL_SECONDS)
+            time.sleep(LOCK_POLL_SECONDS)
     log.info("beat: Acquired lock")
     scheduler.lock = lock
     scheduler.start_holder_heartbeat()

@@ -143,3 +143,24 @@ def test_an_operator_disabling_a_default_entry_survives_beat_restarts(worker, db
             assert state()["enabled"] is True
     finally:
         invoke("schedule", "enable", entry)
+
+
+def test_a_standby_beat_waits_through_a_redis_outage(netjobs_env):
+    """Found by molecule/ha: the standby beat exited (and systemd restarted it) when Redis went away
+    while it waited for the lock. It now keeps waiting; here Redis is down for 6 s."""
+    from tests.support.servers import _spawn_redis, _stop, redis_server, wait_for_port
+
+    with redis_server() as broker:
+        env = {**netjobs_env, "NETJOBS_BROKER_URL": broker.url, "NETJOBS_RESULT_BACKEND_URL": broker.url,
+               "NETJOBS_REDBEAT_URL": broker.url}
+        with beat_process(env) as first:
+            wait_until(lambda: first.has_lock, 15, message="first beat to take the lock")
+            with beat_process(env) as standby:
+                wait_until(lambda: "waiting for the lock" in standby.log(), 15, message="the standby to wait")
+                _stop(broker.proc)
+                time.sleep(6)
+                broker.proc = _spawn_redis(broker.port, broker.workdir)
+                wait_for_port(broker.port)
+                time.sleep(3)
+                assert standby.proc.poll() is None, standby.log()[-3000:]
+                assert "Redis unreachable while waiting for the lock" in standby.log(), standby.log()[-3000:]
