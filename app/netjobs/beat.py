@@ -83,7 +83,15 @@ class Scheduler(RedBeatScheduler):
             return super().apply_async(entry, producer, advance, **kwargs)
 
     def tick(self, *args, **kwargs):
-        interval = super().tick(*args, **kwargs)
+        try:
+            interval = super().tick(*args, **kwargs)
+        except Exception as exc:
+            # Redis restarting or failing over: tick again shortly instead of exiting. A lock lost
+            # meanwhile fails its next extension with LockError (not transient), and beat exits.
+            if not is_transient(exc):
+                raise
+            log.warning("beat: Redis unreachable (%s); ticking again in %ds", exc, LOCK_POLL_SECONDS)
+            return LOCK_POLL_SECONDS
         self.last_tick_at = time.time()
         return interval
 

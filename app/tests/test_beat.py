@@ -145,9 +145,10 @@ def test_an_operator_disabling_a_default_entry_survives_beat_restarts(worker, db
         invoke("schedule", "enable", entry)
 
 
-def test_a_standby_beat_waits_through_a_redis_outage(netjobs_env):
-    """Found by molecule/ha: the standby beat exited (and systemd restarted it) when Redis went away
-    while it waited for the lock. It now keeps waiting; here Redis is down for 6 s."""
+def test_both_beats_carry_on_through_a_redis_outage(netjobs_env):
+    """Found by molecule/ha: a beat exited (and systemd restarted it) when Redis went away, the
+    standby while it waited for the lock, the holder in its tick. Both now carry on; here Redis is
+    down for 6 s."""
     from tests.support.servers import _spawn_redis, _stop, redis_server, wait_for_port
 
     with redis_server() as broker:
@@ -164,3 +165,7 @@ def test_a_standby_beat_waits_through_a_redis_outage(netjobs_env):
                 time.sleep(3)
                 assert standby.proc.poll() is None, standby.log()[-3000:]
                 assert "Redis unreachable while waiting for the lock" in standby.log(), standby.log()[-3000:]
+                # The holder too: it ticks again instead of exiting, and keeps the lock.
+                assert first.proc.poll() is None, first.log()[-3000:]
+                wait_until(lambda: "Redis unreachable (" not in first.log().rsplit("ticking again", 1)[-1]
+                           and first.has_lock, 15, message="the holder to keep its lock")
