@@ -45,7 +45,7 @@ venv: $(VBIN)/.installed ## create the development virtualenv (.venv)
 
 # CI's 2 cores are the limit: what waits on the network or on lab hosts runs side by side with
 # what computes. The venv and wheelhouse (pip) build while the lab bases are debootstrapped; the
-# app tests run alone (two pytest workers fill both cores); the other checks run two at a time;
+# app tests run alone (four pytest workers fill both cores); the other checks run two at a time;
 # then the Molecule scenarios (tools/molecule-run, MOLECULE_JOBS at a time).
 TEST_SIDE_BY_SIDE = $(filter-out test-app molecule,$(TEST_TARGETS))
 test: deps ## lint, app tests and every Molecule scenario (what CI runs)

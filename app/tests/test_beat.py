@@ -149,7 +149,7 @@ def test_both_beats_carry_on_through_a_redis_outage(netjobs_env):
     """Found by molecule/ha: a beat exited (and systemd restarted it) when Redis went away, the
     standby while it waited for the lock, the holder in its tick. Both now carry on; here Redis is
     down for 6 s."""
-    from tests.support.servers import _spawn_redis, _stop, redis_server, wait_for_port
+    from tests.support.servers import _stop, redis_server, start_redis
 
     with redis_server() as broker:
         env = {**netjobs_env, "NETJOBS_BROKER_URL": broker.url, "NETJOBS_RESULT_BACKEND_URL": broker.url,
@@ -160,8 +160,7 @@ def test_both_beats_carry_on_through_a_redis_outage(netjobs_env):
                 wait_until(lambda: "waiting for the lock" in standby.log(), 15, message="the standby to wait")
                 _stop(broker.proc)
                 time.sleep(6)
-                broker.proc = _spawn_redis(broker.port, broker.workdir)
-                wait_for_port(broker.port)
+                broker.proc = start_redis(broker.port, broker.workdir)
                 time.sleep(3)
                 assert standby.proc.poll() is None, standby.log()[-3000:]
                 assert "Redis unreachable while waiting for the lock" in standby.log(), standby.log()[-3000:]

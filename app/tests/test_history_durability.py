@@ -41,13 +41,12 @@ from tests.support.servers import (
     PostgresServer,
     RedisServer,
     _as_postgres,
-    _spawn_redis,
     _stop,
     celery_worker,
     postgres_server,
     redis_server,
     service_env,
-    wait_for_port,
+    start_redis,
 )
 
 # How long the outage test keeps PostgreSQL down; nothing depends on the value
@@ -86,8 +85,7 @@ class Stack:
         _stop(self.redis.proc)
 
     def start_redis(self) -> None:
-        self.redis.proc = _spawn_redis(self.redis.port, self.redis.workdir)
-        wait_for_port(self.redis.port)
+        self.redis.proc = start_redis(self.redis.port, self.redis.workdir)
 
     def pg_running(self) -> bool:
         return (self.pg.datadir / "postmaster.pid").exists()

@@ -66,8 +66,29 @@ class RedisServer:
     def restart(self) -> None:
         """Stop and start on the same port, keeping data (AOF), as `systemctl restart` would."""
         _stop(self.proc)
-        self.proc = _spawn_redis(self.port, self.workdir)
-        wait_for_port(self.port)
+        self.proc = start_redis(self.port, self.workdir)
+
+
+def start_redis(port: int, workdir: Path, timeout: float = 20.0) -> subprocess.Popen:
+    """A redis-server on `port` that has loaded its AOF: the port opens before the data is loaded,
+    and until then every command but a few fails with LOADING (seen under load with 6 test workers)."""
+    import redis
+
+    proc = _spawn_redis(port, workdir)
+    wait_for_port(port, timeout)
+    client = redis.Redis(port=port, socket_timeout=2)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                client.llen("netjobs:start-probe")  # refused with LOADING, unlike PING
+                return proc
+            except (redis.BusyLoadingError, redis.ConnectionError):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"redis-server on {port} still loading its data after {timeout}s")
+                time.sleep(0.05)
+    finally:
+        client.close()
 
 
 def _spawn_redis(port: int, workdir: Path) -> subprocess.Popen:
@@ -83,9 +104,8 @@ def _spawn_redis(port: int, workdir: Path) -> subprocess.Popen:
 def redis_server() -> Iterator[RedisServer]:
     workdir = Path(tempfile.mkdtemp(prefix="netjobs-redis-"))
     port = free_port()
-    server = RedisServer(port, _spawn_redis(port, workdir), workdir)
+    server = RedisServer(port, start_redis(port, workdir), workdir)
     try:
-        wait_for_port(port)
         yield server
     finally:
         _stop(server.proc)
