@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 # netjobs platform name -> Netmiko device_type
 NETMIKO_DEVICE_TYPES: dict[str, str] = {
     "cisco_ios": "cisco_ios",
@@ -60,3 +63,41 @@ VOLATILE_LINE_PATTERNS: dict[str, tuple[str, ...]] = {
     ),
     "linux": (),
 }
+
+
+# --- change markers ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ChangeMarker:
+    """A short command whose answer changes whenever the running configuration changes.
+
+    ``line`` is a regex the trustworthy marker line fully matches; anything else the device says
+    (no change since boot, an error, nothing) means "no marker", so the backup reads in full."""
+
+    command: str
+    line: str
+
+
+# Platforms not listed have no marker a backup may trust: arista_eos prints only the current
+# time in its running-config header, linux has no running configuration to stamp.
+CHANGE_MARKERS: dict[str, ChangeMarker] = {
+    # IOS/IOS-XE stamp every change made through the parser (CLI, copy to running, configure
+    # replace); after a reload it says "! No configuration change since last restart" instead.
+    "cisco_ios": ChangeMarker("show running-config | include ^! Last configuration change",
+                              r"! Last configuration change at \S.*"),
+    "cisco_nxos": ChangeMarker('show running-config | include "Running configuration last done at"',
+                               r"!Running configuration last done at: \S.*"),
+    # Every commit (rollback included) renews it; uncommitted candidate changes are not running.
+    "juniper_junos": ChangeMarker('show configuration | match "## Last commit"', r"## Last commit: \S.*"),
+}
+
+
+def find_change_marker(platform: str, output: str) -> str | None:
+    """The marker line in ``output`` of the platform's marker command, or None when it has none."""
+    marker = CHANGE_MARKERS.get(platform)
+    if marker is None:
+        return None
+    pattern = re.compile(marker.line)
+    for line in output.replace("\r", "\n").split("\n"):
+        if pattern.fullmatch(line.strip()):
+            return line.strip()
+    return None

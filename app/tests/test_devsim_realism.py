@@ -416,3 +416,54 @@ def test_cli_bad_realism_options_get_one_clear_line(args, message, capsys):
         main(["--username", "u", "--password", "p", *args])
     assert exited.value.code == 2
     assert message in capsys.readouterr().err
+
+
+# --- change markers -------------------------------------------------------------------------------
+
+
+def _marker(spec: DeviceSpec) -> str:
+    from netjobs.devsim.shells import open_shell
+    from netjobs.platforms import CHANGE_MARKERS, find_change_marker
+
+    shell = open_shell(spec, USER)
+    shell.privileged = True
+    return find_change_marker(spec.platform, shell.handle(CHANGE_MARKERS[spec.platform].command).text)
+
+
+@pytest.mark.parametrize("platform", ["cisco_ios", "juniper_junos"])
+def test_change_marker_moves_exactly_when_the_configuration_changes(platform, tmp_path):
+    realism = Realism(**QUICK, seed=11, change_share=0.5, config_lines=(1000, 1000))
+    stable = DeviceSpec(platform, hostname_where(lambda p: not p.changes, realism, "mk"), USER, PASSWORD,
+                        realism=realism)
+    moving = DeviceSpec(platform, hostname_where(lambda p: p.changes, realism, "mk"), USER, PASSWORD,
+                        realism=realism)
+    for spec in (stable, moving):
+        before = _marker(spec)
+        assert before is not None and _marker(spec) == before  # looking at the marker changes nothing
+        shown = spec.show_config()
+        assert (_marker(spec) != before) == (spec is moving)  # a changing device changes on a full show
+        assert _marker(spec) in shown  # and the marker is the stamp of what was shown
+
+    lab = DeviceSpec(platform, "mk-file", USER, PASSWORD, config_file=tmp_path / "mk.cfg")  # no realism
+    first = _marker(lab)
+    assert _marker(lab) == first and _marker(lab) in lab.show_config()
+    (tmp_path / "mk.cfg").write_text(lab.body().replace("mk-file", "mk-file-2", 1))
+    second = _marker(lab)
+    assert second != first and second in lab.show_config()
+
+
+def test_change_marker_comes_at_command_latency_not_config_latency(fleet):
+    from netjobs.platforms import CHANGE_MARKERS
+
+    port = add(fleet, "cisco_ios", "mklat", command=Latency(0.0, 0.0), config=Latency(3.0, 3.0),
+               config_lines=(3000, 3000))
+    conn = netmiko(port, "cisco_ios")
+    try:
+        conn.enable()
+        started = time.monotonic()
+        output = conn.send_command(CHANGE_MARKERS["cisco_ios"].command, read_timeout=20)
+        elapsed = time.monotonic() - started
+    finally:
+        conn.disconnect()
+    assert output.strip().startswith("! Last configuration change at ") and len(output.splitlines()) == 1
+    assert elapsed < 2.5  # the whole configuration would take 3 s

@@ -2,7 +2,8 @@
 
 The body is derived from the hostname (or read from a file, re-read on every show so labs and
 tests can change it). The decoration - timestamps, byte counts, NTP clock period - changes on
-every show, as on real devices, so the backup's normalization has something to remove.
+every show, as on real devices, so the backup's normalization has something to remove; the
+last-change stamps (IOS, Junos) move only when the body does (see ``DeviceSpec.configuration``).
 
 Like real configurations, the bodies hold secrets (enable secrets, password hashes, TACACS and
 NTP keys, SNMP communities, pre-shared keys, a WPA key), derived from the hostname so they differ

@@ -153,6 +153,7 @@ class _Session:
             shell.privileged = True  # exec runs at the account's privilege level (15 here)
         shell.page_lines = 0  # no terminal, no pager
         prompt = shell.prompt()
+        self.device.commands.append(command)
         reply = shell.handle(command)
         if not self.deliver(channel, Reply(reply.text.removesuffix(prompt), is_config=reply.is_config)):
             return
@@ -181,6 +182,8 @@ class _Session:
                     _send(channel, "".join(echo))
                     echo = []
                     text, line = "".join(line), []
+                    if not shell.awaiting_secret:  # an enable secret is not kept
+                        self.device.commands.append(text)
                     reply = shell.handle(text)
                     if not reply.is_config and self.plan.realism is not None:
                         time.sleep(self.plan.command_delay())  # the device's round trip

@@ -10,12 +10,14 @@ import hmac
 import itertools
 import re
 import shlex
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from netjobs.devsim.configs import load_body, running_config, sized_body
-from netjobs.devsim.realism import MORE_PROMPTS, Realism, motd
+from netjobs.devsim.realism import MORE_PROMPTS, Realism, motd, unit_hash
 
 PLATFORMS = ("cisco_ios", "arista_eos", "juniper_junos", "linux")
 FAIL_MODES = ("none", "disconnect-mid-session", "hang")
@@ -34,9 +36,16 @@ class DeviceSpec:
     authorized_keys: frozenset[tuple[str, str]] = frozenset()  # (key type, base64)
     host_key: object | None = field(default=None, repr=False)  # a paramiko PKey; None: the Fleet's key
     realism: Realism | None = None  # None: instant answers, small config, no banner, no paging
-    # Sessions and configuration shows so far: they seed per-session draws and revisions.
+    # Sessions so far: they seed per-session draws.
     sessions: itertools.count = field(default_factory=itertools.count, repr=False, compare=False)
-    shows: itertools.count = field(default_factory=lambda: itertools.count(1), repr=False, compare=False)
+    # Lines the device was sent (not passwords), newest last: what a test asks the device for.
+    commands: deque = field(default_factory=lambda: deque(maxlen=200), repr=False, compare=False, init=False)
+    # The configuration's revision (a realistic changing device changes on every full show), the
+    # body last seen and when it last changed: the stamp its change marker shows.
+    revision: int = field(default=0, repr=False, compare=False, init=False)
+    _seen_body: str | None = field(default=None, repr=False, compare=False, init=False)
+    _changed_at: float | None = field(default=None, repr=False, compare=False, init=False)
+    _change_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False, init=False)
 
     def __post_init__(self):
         if self.platform not in PLATFORMS:
@@ -45,17 +54,38 @@ class DeviceSpec:
             raise ValueError(f"unknown fail mode {self.fail_mode!r} (one of {', '.join(FAIL_MODES)})")
 
     def body(self) -> str:
-        if self.realism is not None and self.config_file is None:
-            profile = self.realism.profile(self.hostname)
-            revision = next(self.shows) if profile.changes else 0
-            return sized_body(self.platform, self.hostname, profile.config_lines, revision)
-        return load_body(self.platform, self.hostname, self.config_file)
+        return self.configuration(change=True)[0]
 
-    def show_config(self) -> str:
-        if self.realism is not None and not self.realism.profile(self.hostname).changes:
-            # An unchanged device keeps its last-change stamps, so a client may compare them cheaply.
-            return running_config(self.platform, self.hostname, self.body(), changed_at=BOOT_TIME - 7200)
-        return running_config(self.platform, self.hostname, self.body())
+    def configuration(self, change: bool) -> tuple[str, float]:
+        """The configuration body now and when it last changed (its last-change stamp).
+
+        ``change``: a realistic changing device changes first, as it does before every full show.
+        A stamp moves exactly when the body changes, by at least a second (what the stamp shows),
+        so a client may compare stamps instead of configurations."""
+        with self._change_lock:
+            if self.realism is not None and self.config_file is None:
+                profile = self.realism.profile(self.hostname)
+                if not profile.changes:
+                    return sized_body(self.platform, self.hostname, profile.config_lines, 0), BOOT_TIME - 7200
+                if change:
+                    self.revision += 1
+                    self._changed_at = max(time.time(), (self._changed_at or 0) + 1)
+                body = sized_body(self.platform, self.hostname, profile.config_lines, self.revision)
+                return body, self._changed_at or BOOT_TIME - 7200
+            body = load_body(self.platform, self.hostname, self.config_file)
+            if body != self._seen_body:
+                if self._seen_body is None:  # booted with it: a stamp of its own, before the simulator started
+                    self._changed_at = BOOT_TIME - 7200 - int(unit_hash(self.hostname, body) * 30 * 86400)
+                else:
+                    self._changed_at = max(time.time(), self._changed_at + 1)
+                self._seen_body = body
+            return body, self._changed_at
+
+    def show_config(self, change: bool = True) -> str:
+        """What the device shows as its running configuration; ``change=False`` for a filtered look,
+        which never changes a realistic changing device."""
+        body, changed_at = self.configuration(change)
+        return running_config(self.platform, self.hostname, body, changed_at=changed_at)
 
 
 @dataclass
@@ -175,7 +205,8 @@ class CiscoLikeShell(Shell):
             return self.handle_config(tokens)
         status, found = resolve(tokens, self.commands())
         if status == "ok":
-            reply = getattr(self, f"do_{found}")(tokens)
+            handler = getattr(self, f"do_{found}")
+            reply = handler(tokens, filtered=True) if pipe and found == "running" else handler(tokens)
             if reply.close or self.awaiting_secret:
                 return reply
             if pipe and reply.text:
@@ -257,7 +288,9 @@ class CiscoLikeShell(Shell):
     def do_clock(self, tokens) -> Reply:
         return Reply(time.strftime("*%H:%M:%S.000 UTC %a %b %-d %Y\n", time.gmtime()))
 
-    def do_running(self, tokens) -> Reply:
+    def do_running(self, tokens, filtered: bool = False) -> Reply:
+        if filtered:  # a few matching lines (a change-marker check) come at command speed
+            return Reply(self.device.show_config(change=False))
         return Reply(self.device.show_config(), is_config=True)
 
     def do_startup(self, tokens) -> Reply:
@@ -294,10 +327,10 @@ class EosShell(CiscoLikeShell):
     def do_version(self, tokens) -> Reply:
         return Reply(f"Arista vEOS-lab\nSoftware image version: 4.31.2F\nUptime: {uptime_text()}\n")
 
-    def do_running(self, tokens) -> Reply:
+    def do_running(self, tokens, filtered: bool = False) -> Reply:
         if not self.privileged:
             return Reply("% Invalid input (privileged mode required)\n")
-        return super().do_running(tokens)
+        return super().do_running(tokens, filtered)
 
 
 class JunosShell(Shell):
@@ -345,8 +378,17 @@ class JunosShell(Shell):
             return Reply(f"System booted: {uptime_text()} ago\n\n" + self.prompt())
         if head == "show configuration":
             modifiers = [p.strip() for p in pipe.split("|")] if pipe else []
-            if any(m not in ("display set", "no-more") for m in modifiers):
+            matches = [m.partition(" ")[2].strip().strip('"') for m in modifiers if m.startswith("match ")]
+            if any(m not in ("display set", "no-more") and not m.startswith("match ") for m in modifiers):
                 return Reply("syntax error, expecting <command>.\n\n" + self.prompt())
+            if matches:  # a few matching lines (a change-marker check) come at command speed
+                try:
+                    patterns = [re.compile(m) for m in matches]
+                except re.error:
+                    return Reply("error: invalid regular expression\n\n" + self.prompt())
+                lines = [ln for ln in self.device.show_config(change=False).splitlines()
+                         if all(p.search(ln) for p in patterns)]
+                return Reply("".join(ln + "\n" for ln in lines) + "\n" + self.prompt(), unpaged="no-more" in modifiers)
             return Reply(self.device.show_config() + "\n" + self.prompt(), is_config=True,
                          unpaged="no-more" in modifiers)
         column = len(self.prompt()) + len(words[0])
