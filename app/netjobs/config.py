@@ -64,6 +64,9 @@ class Settings:
     redact_secrets: bool = True
     device_conn_timeout: float = 10.0
     device_read_timeout: float = 60.0
+    # A backup whose change marker is unchanged skips the full read while the last full read is
+    # younger than this; 0: every backup reads in full.
+    backup_full_read_hours: int = 168
     sweep_max_addresses: int = 65536
     sweep_concurrency: int = 1024
     icmp_enabled: bool = False
@@ -381,6 +384,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         redact_secrets=read("REDACT_SECRETS", _bool, True),
         device_conn_timeout=read("DEVICE_CONN_TIMEOUT", _float_between(0.5, 300), 10.0),
         device_read_timeout=read("DEVICE_READ_TIMEOUT", _float_between(0.5, 3600), 60.0),
+        backup_full_read_hours=read("BACKUP_FULL_READ_HOURS", _int_between(0, 24 * 366), 168),
         sweep_max_addresses=read("SWEEP_MAX_ADDRESSES", _int_between(1, 1 << 24), 65536),
         sweep_concurrency=read("SWEEP_CONCURRENCY", _int_between(1, 20000), 1024),
         icmp_enabled=read("ICMP_ENABLED", _bool, False),

@@ -176,6 +176,10 @@ class ConfigSnapshot(Base):
     lines_removed: Mapped[int | None] = mapped_column(Integer)
     # Who changed the configuration, as the device's syslog message named them (0005); NULL otherwise.
     changed_by: Mapped[str | None] = mapped_column(String(255))
+    # The device's change marker read at this backup (0007; netjobs.platforms.CHANGE_MARKERS); NULL: none.
+    change_marker: Mapped[str | None] = mapped_column(Text)
+    # False: the marker matched, so the configuration was not read and content_hash is the previous one.
+    full_read: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
 
     device: Mapped[Device] = relationship(back_populates="snapshots")
 

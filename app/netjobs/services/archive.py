@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from netjobs.db.engine import session_scope
@@ -48,6 +48,7 @@ class StoredSnapshot:
     changed: bool
     lines_added: int | None
     lines_removed: int | None
+    full_read: bool = True
 
 
 def line_changes(old: str | None, new: str) -> tuple[int | None, int | None]:
@@ -63,28 +64,36 @@ def line_changes(old: str | None, new: str) -> tuple[int | None, int | None]:
     return added, removed
 
 
+def _earlier_snapshot(session, device_id: int, task_id: str | None, digest: str) -> StoredSnapshot | None:
+    """The snapshot this task already wrote with this content (a redelivered task), if any."""
+    if task_id is None:
+        return None
+    earlier = session.execute(
+        select(ConfigSnapshot.id, ConfigSnapshot.changed, ConfigSnapshot.lines_added,
+               ConfigSnapshot.lines_removed, ConfigSnapshot.full_read)
+        .where(ConfigSnapshot.device_id == device_id, ConfigSnapshot.task_id == task_id,
+               ConfigSnapshot.content_hash == digest)
+    ).first()
+    return StoredSnapshot(*earlier) if earlier is not None else None
+
+
 def store_snapshot(device_id: int, content: str, digest: str, task_id: str | None,
-                   changed_by: str | None = None) -> StoredSnapshot:
+                   changed_by: str | None = None, change_marker: str | None = None) -> StoredSnapshot:
     """Record one backup of a device. Safe to repeat: the same task id returns its first snapshot.
 
     ``changed_by`` (the user a device's syslog message named) is kept on the row written, changed or
     not: a change that left the configuration as it was (or that an earlier backup already caught)
-    still says who touched the device.
+    still says who touched the device. ``change_marker``: what the device's change marker said
+    before the configuration was read (see :func:`store_unchanged_by_marker`).
 
     The device row is locked for the transaction, so two backups of one device (a redelivery racing
     the original, or two operators) decide "changed" one after the other.
     """
     with session_scope() as session:
         session.execute(select(Device.id).where(Device.id == device_id).with_for_update())
-        if task_id is not None:
-            earlier = session.execute(
-                select(ConfigSnapshot.id, ConfigSnapshot.changed, ConfigSnapshot.lines_added,
-                       ConfigSnapshot.lines_removed)
-                .where(ConfigSnapshot.device_id == device_id, ConfigSnapshot.task_id == task_id,
-                       ConfigSnapshot.content_hash == digest)
-            ).first()
-            if earlier is not None:
-                return StoredSnapshot(*earlier)
+        earlier = _earlier_snapshot(session, device_id, task_id, digest)
+        if earlier is not None:
+            return earlier
         previous = session.execute(
             select(ConfigSnapshot.content_hash, ConfigContent.content)
             .outerjoin(ConfigContent, ConfigContent.content_hash == ConfigSnapshot.content_hash)
@@ -104,10 +113,55 @@ def store_snapshot(device_id: int, content: str, digest: str, task_id: str | Non
         snapshot_id = session.scalar(
             insert(ConfigSnapshot)
             .values(device_id=device_id, content_hash=digest, changed=changed, task_id=task_id,
-                    lines_added=added, lines_removed=removed, changed_by=_column_text(changed_by, 255))
+                    lines_added=added, lines_removed=removed, changed_by=_column_text(changed_by, 255),
+                    change_marker=change_marker, full_read=True)
             .returning(ConfigSnapshot.id)
         )
         return StoredSnapshot(snapshot_id, changed, added, removed)
+
+
+def store_unchanged_by_marker(device_id: int, change_marker: str, task_id: str | None,
+                              full_read_max_age: timedelta) -> tuple[StoredSnapshot, str] | None:
+    """Record a backup whose configuration was not read, if the device's change marker allows it.
+
+    It does when ``change_marker`` equals the marker of the device's newest snapshot and the
+    device's last full read is younger than ``full_read_max_age`` (by the database's clock, the same
+    for every host). The row then repeats the newest content (changed false, full_read false), so
+    everything reading the last backup sees this one. Returns the snapshot and its content hash, or
+    None: read the configuration in full.
+
+    Decided and written under the device-row lock of :func:`store_snapshot`: a full read committed by
+    another host meanwhile is the newest snapshot here, and a marker read before it no longer
+    matches. Safe to repeat: the same task id returns its first snapshot.
+    """
+    with session_scope() as session:
+        session.execute(select(Device.id).where(Device.id == device_id).with_for_update())
+        newest = session.execute(
+            select(ConfigSnapshot.content_hash, ConfigSnapshot.change_marker)
+            .where(ConfigSnapshot.device_id == device_id)
+            .order_by(ConfigSnapshot.collected_at.desc(), ConfigSnapshot.id.desc()).limit(1)
+        ).first()
+        if newest is None:
+            return None
+        earlier = _earlier_snapshot(session, device_id, task_id, newest.content_hash)
+        if earlier is not None:
+            return earlier, newest.content_hash
+        if newest.change_marker != change_marker:
+            return None
+        last_full_read = session.scalar(
+            select(ConfigSnapshot.collected_at)
+            .where(ConfigSnapshot.device_id == device_id, ConfigSnapshot.full_read.is_(True))
+            .order_by(ConfigSnapshot.collected_at.desc(), ConfigSnapshot.id.desc()).limit(1)
+        )
+        if last_full_read is None or session.scalar(select(func.now() - last_full_read)) >= full_read_max_age:
+            return None
+        snapshot_id = session.scalar(
+            insert(ConfigSnapshot)
+            .values(device_id=device_id, content_hash=newest.content_hash, changed=False, task_id=task_id,
+                    lines_added=0, lines_removed=0, change_marker=change_marker, full_read=False)
+            .returning(ConfigSnapshot.id)
+        )
+        return StoredSnapshot(snapshot_id, False, 0, 0, full_read=False), newest.content_hash
 
 
 def _column_text(value: str | None, width: int) -> str | None:

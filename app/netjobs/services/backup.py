@@ -12,7 +12,9 @@ import hashlib
 import logging
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -23,11 +25,13 @@ from netjobs.db.engine import session_scope
 from netjobs.db.models import Device
 from netjobs.errors import NotFoundError, PermanentError, TransientError
 from netjobs.platforms import (
+    CHANGE_MARKERS,
     CONFIG_END_LINES,
     NEEDS_ENABLE,
     NETMIKO_DEVICE_TYPES,
     RUNNING_CONFIG_COMMANDS,
     VOLATILE_LINE_PATTERNS,
+    find_change_marker,
 )
 from netjobs.services.credentials import DeviceCredentials, credentials_for
 
@@ -121,9 +125,20 @@ class Timeouts:
         return cls(connect=settings.device_conn_timeout, read=settings.device_read_timeout)
 
 
+@dataclass(frozen=True)
+class FetchedConfig:
+    change_marker: str | None  # the platform's change marker, read first; None: none (or not asked)
+    raw: str | None  # the running configuration; None: not read, ``skip_full_read`` said unchanged
+
+
 def fetch_running_config(target: BackupTarget, creds: DeviceCredentials, timeouts: Timeouts,
-                         host_key: PinnedHostKey) -> str:
+                         host_key: PinnedHostKey, read_marker: bool = False,
+                         skip_full_read: Callable[[str], bool] | None = None) -> FetchedConfig:
     """The raw running configuration of ``target``, read with Netmiko.
+
+    With ``read_marker`` and a platform that has one, the change marker is read first in the same
+    session; ``skip_full_read(marker)`` (called with the session still open) may then spare the
+    full read by returning True.
 
     Only a device presenting ``host_key`` is logged in to. Raises TransientError when the device
     cannot be reached or stops answering, PermanentError when it refuses the credentials or the
@@ -141,7 +156,10 @@ def fetch_running_config(target: BackupTarget, creds: DeviceCredentials, timeout
         conn_timeout=timeouts.connect, auth_timeout=timeouts.connect, banner_timeout=timeouts.connect,
         fast_cli=True, keepalive=0, **host_key.netmiko_params(),
     )
+    marker_command = CHANGE_MARKERS[target.platform].command if read_marker and target.platform in CHANGE_MARKERS \
+        else None
     command = RUNNING_CONFIG_COMMANDS[target.platform]
+    marker = output = None
     try:
         conn = ConnectHandler(**params)
         try:
@@ -151,7 +169,12 @@ def fetch_running_config(target: BackupTarget, creds: DeviceCredentials, timeout
                 except (ValueError, ReadTimeout):  # IOS asks again for a wrong secret: no prompt
                     raise PermanentError(f"{where}: enable failed; check the enable secret of credentials "
                                          f"{creds.ref!r}") from None
-            output = conn.send_command(command, read_timeout=timeouts.read)
+            if marker_command is not None:
+                command = marker_command
+                marker = find_change_marker(target.platform, conn.send_command(command, read_timeout=timeouts.read))
+                command = RUNNING_CONFIG_COMMANDS[target.platform]
+            if marker is None or skip_full_read is None or not skip_full_read(marker):
+                output = conn.send_command(command, read_timeout=timeouts.read)
         except ReadTimeout:
             alive = _session_alive(conn)
             conn.paramiko_cleanup()
@@ -180,7 +203,7 @@ def fetch_running_config(target: BackupTarget, creds: DeviceCredentials, timeout
     except ValueError as exc:
         # Netmiko raises ValueError when it cannot find the prompt: a half-open session.
         raise TransientError(f"{where}: unexpected session: {exc}") from None
-    return output
+    return FetchedConfig(marker, output)
 
 
 def _session_alive(conn) -> bool:
@@ -213,6 +236,7 @@ class BackupResult:
     content_hash: str
     lines_added: int | None
     lines_removed: int | None
+    full_read: bool = True  # False: the change marker showed no change, the configuration was not read
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -229,26 +253,48 @@ def prepare_config(platform: str, raw: str, settings: Settings) -> str:
 
 
 def backup_device(name: str, task_id: str | None = None, settings: Settings | None = None,
-                  changed_by: str | None = None) -> BackupResult:
+                  changed_by: str | None = None, full: bool = False) -> BackupResult:
     """Back up one device into the archive. Safe to repeat: the same task id adds no second snapshot.
 
-    ``changed_by``: who changed the configuration (from the device's syslog message), kept with the snapshot."""
-    from netjobs.services.archive import store_snapshot
+    ``changed_by``: who changed the configuration (from the device's syslog message), kept with the snapshot.
+
+    On a platform with a change marker (netjobs.platforms.CHANGE_MARKERS) the marker is read first;
+    when it equals the one stored with the device's newest snapshot and the last full read is younger
+    than NETJOBS_BACKUP_FULL_READ_HOURS, an unchanged snapshot is recorded without reading the
+    configuration. ``full``, ``changed_by`` (the device said it changed) or no earlier snapshot:
+    always a full read."""
+    from netjobs.services.archive import store_snapshot, store_unchanged_by_marker
     from netjobs.services.hostkeys import pinned_host_key
 
     settings = settings or get_settings()
     target = load_target(name)
     creds = credentials_for(target.credentials_ref, settings)
+    full_read_max_age = timedelta(hours=settings.backup_full_read_hours)
+    may_skip = not full and changed_by is None and settings.backup_full_read_hours > 0
+    unchanged = None
+
+    def record_if_unchanged(marker: str) -> bool:
+        nonlocal unchanged
+        unchanged = store_unchanged_by_marker(target.id, marker, task_id, full_read_max_age)
+        return unchanged is not None
+
     with pinned_host_key(target, settings) as host_key:
-        raw = fetch_running_config(target, creds, Timeouts.from_settings(settings), host_key)
-    check_complete(target, raw)
-    text = prepare_config(target.platform, raw, settings)
-    digest = content_hash(text)
-    stored = store_snapshot(target.id, text, digest, task_id, changed_by=changed_by)
+        fetched = fetch_running_config(target, creds, Timeouts.from_settings(settings), host_key,
+                                       read_marker=settings.backup_full_read_hours > 0,
+                                       skip_full_read=record_if_unchanged if may_skip else None)
+    if fetched.raw is None:  # the marker matched: `unchanged` holds the snapshot recorded for it
+        stored, digest = unchanged
+    else:
+        check_complete(target, fetched.raw)
+        text = prepare_config(target.platform, fetched.raw, settings)
+        digest = content_hash(text)
+        stored = store_snapshot(target.id, text, digest, task_id, changed_by=changed_by,
+                                change_marker=fetched.change_marker)
     status = "changed" if stored.changed else "unchanged"
-    log.info("backup %s: %s (snapshot %d, +%s -%s)", target.name, status, stored.snapshot_id,
-             stored.lines_added, stored.lines_removed)
-    return BackupResult(target.name, status, stored.snapshot_id, digest, stored.lines_added, stored.lines_removed)
+    log.info("backup %s: %s (snapshot %d, +%s -%s, %s)", target.name, status, stored.snapshot_id,
+             stored.lines_added, stored.lines_removed, "full read" if fetched.raw is not None else "marker unchanged")
+    return BackupResult(target.name, status, stored.snapshot_id, digest, stored.lines_added, stored.lines_removed,
+                        stored.full_read)
 
 
 def summarize_results(results: list[dict]) -> dict:
