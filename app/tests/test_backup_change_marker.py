@@ -4,6 +4,7 @@ simulated device's side: which commands it was sent. Real SSH (netjobs.devsim), 
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 from sqlalchemy import inspect, text
@@ -11,6 +12,7 @@ from sqlalchemy import inspect, text
 from netjobs.config import get_settings
 from netjobs.platforms import CHANGE_MARKERS, RUNNING_CONFIG_COMMANDS, find_change_marker
 from netjobs.services.backup import backup_device
+from tests.support.cli import invoke
 from tests.support.devices import add_device_row, sim_lab  # noqa: F401 - fixture
 
 MARKER_PLATFORMS = ["cisco_ios", "juniper_junos"]
@@ -144,6 +146,21 @@ def test_marker_lines_are_found_per_platform():
     assert find_change_marker("juniper_junos", "## Last commit: 2024-03-04 10:11:12 UTC by admin\n\n") \
         == "## Last commit: 2024-03-04 10:11:12 UTC by admin"
     assert find_change_marker("arista_eos", "! Time: Mon Mar  4 10:11:12 2024") is None
+
+
+def test_backup_task_and_cli_take_full(worker, db, celery_app, sim_lab):
+    device = sim_lab.device("cisco_ios")
+    add_device_row(db, device)
+    assert celery_app.send_task("netjobs.backup.device", args=[device.name]).get(timeout=60)["full_read"]
+    checked = celery_app.send_task("netjobs.backup.device", args=[device.name]).get(timeout=60)
+    forced = celery_app.send_task("netjobs.backup.device", args=[device.name], kwargs={"full": True}).get(timeout=60)
+    assert (checked["status"], checked["full_read"], forced["full_read"]) == ("unchanged", False, True)
+
+    for args, full_read in ((["--full"], True), ([], False)):
+        result = invoke("backup", device.name, *args, "--wait")
+        assert result.exit_code == 0, result.stderr
+        assert json.loads("\n".join(result.stdout.splitlines()[1:]))["full_read"] is full_read
+    assert reads(device) == (3, 5)  # every backup asked the marker; the first, --full and kwargs full read it all
 
 
 def test_migration_0007_downgrades_and_upgrades(db):

@@ -196,9 +196,11 @@ def sweep(prefix, ports, probe_timeout, devices, site, tag, icmp, wait_, wait_ti
 @click.option("--site", default=None)
 @click.option("--tag", default=None)
 @click.option("--now", is_flag=True, help="With DEVICE: ahead of every backup waiting in the queue (urgent priority).")
+@click.option("--full", is_flag=True, help="Read the whole configuration even when the device's change marker "
+                                           "says nothing changed.")
 @wait_option
 @timeout_option
-def backup(device, all_, site, tag, now, wait_, timeout):
+def backup(device, all_, site, tag, now, full, wait_, timeout):
     """Back up DEVICE's configuration, or --all devices, into the config archive."""
     from netjobs.queues import PRIORITIES
 
@@ -212,9 +214,10 @@ def backup(device, all_, site, tag, now, wait_, timeout):
         from netjobs.services.devices import get_device
 
         get_device(device)  # an unknown name fails here, with exit 2, not later on a worker
-        raise SystemExit(send("netjobs.backup.device", {"device": device}, wait=wait_,
+        kwargs = {"device": device} | ({"full": True} if full else {})
+        raise SystemExit(send("netjobs.backup.device", kwargs, wait=wait_,
                               wait_timeout=wait_seconds(timeout), priority=PRIORITIES["urgent"] if now else None))
-    kwargs = {k: v for k, v in (("site", site), ("tag", tag)) if v}
+    kwargs = {k: v for k, v in (("site", site), ("tag", tag), ("full", full)) if v}
     raise SystemExit(send("netjobs.backup.all", kwargs, wait=wait_, wait_timeout=wait_seconds(timeout)))
 
 

@@ -36,16 +36,19 @@ def _optional_text(name: str, value) -> str | None:
 
 
 @app.task(base=NetjobsTask, bind=True, name="netjobs.backup.device")
-def device(self, device: str, run_id: str | None = None, changed_by: str | None = None) -> dict:
-    """Back up one device: {"device", "status": "changed"|"unchanged", "commit", "snapshot_id"}.
+def device(self, device: str, run_id: str | None = None, changed_by: str | None = None, full: bool = False) -> dict:
+    """Back up one device: {"device", "status": "changed"|"unchanged", "commit", "snapshot_id", "full_read"}.
 
     ``run_id`` is set by ``backup.all``: failures then come back as {"status": "failed", "error"}, and
     job history records the device's run as FAILURE. ``changed_by`` is set by the syslog receiver
     (netjobs.syslog): the user the device's configuration-change message named, kept with the snapshot.
+    ``full``: read the whole configuration even when the device's change marker says it is unchanged.
     """
     changed_by = _optional_text("changed_by", changed_by)
+    if not isinstance(full, bool):
+        raise ValidationError(f"full must be true or false, got {full!r}")
     try:
-        result = backup_device(device, task_id=self.request.id, changed_by=changed_by).as_dict()
+        result = backup_device(device, task_id=self.request.id, changed_by=changed_by, full=full).as_dict()
     except Exception as exc:
         if run_id is None or _will_retry(self, exc):
             raise
@@ -75,10 +78,14 @@ def _report_progress(task: NetjobsTask, run_id: str) -> None:
 
 
 @app.task(base=NetjobsTask, bind=True, name="netjobs.backup.all")
-def backup_all(self, site: str | None = None, tag: str | None = None):
-    """Back up every enabled device (optionally of one site / with one tag); returns the summary."""
+def backup_all(self, site: str | None = None, tag: str | None = None, full: bool = False):
+    """Back up every enabled device (optionally of one site / with one tag); returns the summary.
+
+    ``full``: every device reads its whole configuration (no change-marker check)."""
     site = _optional_text("site", site)
     tag = _optional_text("tag", tag)
+    if not isinstance(full, bool):
+        raise ValidationError(f"full must be true or false, got {full!r}")
     names = select_devices(site=site, tag=tag)
     if not names:
         return summarize_results([]) | {"site": site, "tag": tag}
@@ -87,7 +94,8 @@ def backup_all(self, site: str | None = None, tag: str | None = None):
     client.hset(_progress_key(run_id), mapping={"total": len(names), "done": 0})
     client.expire(_progress_key(run_id), PROGRESS_TTL)
     self.progress(0, len(names))
-    header = [device.s(name, run_id=run_id) for name in names]
+    # Only a full run says so: the device tasks of a plain one keep their usual arguments.
+    header = [device.s(name, run_id=run_id, **({"full": True} if full else {})) for name in names]
     return self.replace(chord(header, summarize.s(site=site, tag=tag, run_id=run_id)))
 
 
