@@ -24,6 +24,7 @@ import netjobs.beat  # noqa: E402,F401 - replaces RedBeat's lock handler before 
 from netjobs.archive_host import ArchiveHostStep  # noqa: E402
 from netjobs.broker_info import PublicBrokerInfoStep  # noqa: E402
 from netjobs.leases import LeaseStep  # noqa: E402
+from netjobs.worker_recycle import RecycleStep  # noqa: E402
 
 # Every worker leases the messages it holds and returns those of lost workers (netjobs.leases).
 app.steps["worker"].add(LeaseStep)
@@ -31,3 +32,5 @@ app.steps["worker"].add(LeaseStep)
 app.steps["worker"].add(ArchiveHostStep)
 # `inspect stats` and Flower show the broker connection without the Sentinels' password.
 app.steps["consumer"].add(PublicBrokerInfoStep)
+# Threads and solo workers honour the per-child task and memory limits as a whole process.
+app.steps["worker"].add(RecycleStep)
