@@ -29,7 +29,7 @@ their subprocesses such as git): PSS from /proc/PID/smaps_rollup (summed: pages 
 forked parent and its children count once in total) and RSS per process. Once a second it lists
 the prefork pool children (processes forked from a group's main process, same command line), so
 child recycling is counted as child PIDs replaced. ``--max-memory-per-child`` never triggers at
-the shipped 512 MiB; after the load a short check restarts the ``default`` group with the same
+the shipped 256 MiB; after the load a short check restarts the ``default`` group with the same
 options but a limit below a child's resident size, and counts the recycles that causes.
 
 Reports: peak and final PSS total, a per-process RSS table, the PSS slope over the last 15 minutes
