@@ -9,7 +9,8 @@ share of slow, flaky and unreachable devices. The worker runs with the settings 
 task events, max tasks/memory per child).
 
 For every fleet size two runs are timed from submitting ``backup.all`` to having its summary:
-``first`` (every device is new) and ``again`` (nothing changed). Reported per run: wall time,
+``first`` (every device is new) and ``again`` (nothing changed, or ``--change-share``). Reported per run: wall time,
+how many devices were read in full and how many only had their change marker checked,
 devices/s, CPU ms per device of the worker and of the simulator, the simulator's mean SSH session
 time and the efficiency ``(N x mean session time / concurrency) / wall time`` (1.0: the worker's
 threads were never idle and nothing but the sessions took time).
@@ -121,6 +122,19 @@ def mean_task_seconds(run_started: float) -> float | None:
     return round(float(value) / 1000, 3) if value is not None else None
 
 
+def reads_since(run_started: float) -> dict:
+    """Snapshots written since ``run_started``: full reads, and marker checks that skipped the read."""
+    from sqlalchemy import text
+
+    from netjobs.db.engine import get_engine
+
+    with get_engine().connect() as conn:
+        full, marker = conn.execute(text("SELECT count(*) FILTER (WHERE full_read), count(*) FILTER (WHERE NOT full_read) "
+                                         "FROM config_snapshots WHERE collected_at >= to_timestamp(:t)"),
+                                    {"t": run_started}).one()
+    return {"full": full, "marker": marker}
+
+
 def one_run(app, sim, stats_file: Path, worker_pids: list[int], devices: int, concurrency: int, timeout: float,
             repo: Path, commits_before: int) -> dict:
     """One timed backup.all; ``concurrency`` is the total of all workers' threads."""
@@ -143,6 +157,7 @@ def one_run(app, sim, stats_file: Path, worker_pids: list[int], devices: int, co
         cpu_ms_per_device={"worker": round((cpu_after[0] - cpu_before[0]) * 1000 / devices, 1),
                            "simulator": round((cpu_after[1] - cpu_before[1]) * 1000 / devices, 1)},
         sessions=sessions, mean_session_s=round(mean_session, 3), mean_task_s=mean_task_seconds(wall_started),
+        reads=reads_since(wall_started),
         ideal_seconds=round(devices * mean_session / concurrency, 1),
         efficiency=round(devices * mean_session / concurrency / wall, 3) if wall else 0.0,
         peak_sessions=stats_after["peak_active"], simulator_threads_peak=stats_after.get("peak_threads"),
@@ -223,7 +238,7 @@ def print_table(results: dict) -> None:
           f"simulator: {' '.join(results['simulator'])})\n")
     header = (f"{'devices':>7} {'run':<6}{'seconds':>9}{'dev/s':>7}{'ok':>6}{'fail':>5}{'session s':>10}"
               f"{'task s':>8}{'ideal s':>9}{'effic.':>7}{'wrk ms/d':>9}{'sim ms/d':>9}{'peak':>5}{'thr':>5}"
-              f"  load before")
+              f"{'full':>6}{'marker':>7}  load before")
     print(header)
     print("-" * len(header))
     for fleet in results["fleets"]:
@@ -234,7 +249,8 @@ def print_table(results: dict) -> None:
                   f"{s['backed_up'] + s['unchanged']:>6}{s['failed']:>5}{m['mean_session_s']:>10.2f}"
                   f"{m['mean_task_s'] or 0:>8.2f}{m['ideal_seconds']:>9.1f}{m['efficiency']:>7.2f}"
                   f"{m['cpu_ms_per_device']['worker']:>9.1f}{m['cpu_ms_per_device']['simulator']:>9.1f}"
-                  f"{m['peak_sessions']:>5}{m['simulator_threads_peak'] or 0:>5}  "
+                  f"{m['peak_sessions']:>5}{m['simulator_threads_peak'] or 0:>5}"
+                  f"{m['reads']['full']:>6}{m['reads']['marker']:>7}  "
                   + "/".join(f"{x:.2f}" for x in m["load_before"]))
     print()
     for n, v in results["verdicts"].items():
