@@ -5,7 +5,7 @@ Like ``bench/bench_backup.py`` (whose helpers it uses), but the devices behave l
 over a WAN (``netjobs.devsim --realistic``): login banners, 0.2-1.5 s to log in, 0.5-3 s to print
 a running configuration of 1,000-5,000 lines, paging until Netmiko turns it off, and optionally a
 share of slow, flaky and unreachable devices. The worker runs with the settings the
-``netjobs_processes`` role deploys for the backup queue (threads, concurrency 16, time limits,
+``netjobs_processes`` role deploys for the backup queue (threads, concurrency 48, time limits,
 task events, max tasks/memory per child).
 
 For every fleet size two runs are timed from submitting ``backup.all`` to having its summary:
@@ -15,7 +15,7 @@ devices/s, CPU ms per device of the worker and of the simulator, the simulator's
 time and the efficiency ``(N x mean session time / concurrency) / wall time`` (1.0: the worker's
 threads were never idle and nothing but the sessions took time).
 
-    python bench/bench_fleet_backup.py [--devices 1000,5000] [--concurrency 16] [--json OUT]
+    python bench/bench_fleet_backup.py [--devices 1000,5000] [--concurrency 48] [--json OUT]
     python bench/bench_fleet_backup.py --probe-sessions 1000   # simulator cost of concurrent sessions
 
 Targets (issue 13): 5,000 devices in <= 10 minutes on 2 cores, efficiency >= 0.8, the re-run at
@@ -48,7 +48,9 @@ TARGET_SECONDS_5000 = 600.0
 TARGET_EFFICIENCY = 0.8
 TARGET_RERUN_SPEEDUP = 2.0
 # The backup worker group of roles/netjobs_processes (defaults/main.yml and vars/main.yml).
-DEPLOYED_WORKER_ARGS = ("--max-tasks-per-child=1000", "--max-memory-per-child=524288", "--time-limit=600",
+# Threads recycle as a whole at these limits (netjobs.worker_recycle): a benchmark worker that did
+# would not come back, so a fleet run must stay below 10,000 backups per worker.
+DEPLOYED_WORKER_ARGS = ("--max-tasks-per-child=10000", "--max-memory-per-child=393216", "--time-limit=600",
                         "--soft-time-limit=540", "--task-events")
 
 
@@ -335,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=parse_counts, default=parse_counts("1000,5000"),
                         help="fleet sizes, e.g. 1000,5000 (each gets a fresh simulator and worker)")
-    parser.add_argument("--concurrency", type=int, default=16, help="threads per worker (deployed: 16)")
+    parser.add_argument("--concurrency", type=int, default=48, help="threads per worker (deployed: 48)")
     parser.add_argument("--workers", type=int, default=1,
                         help="backup worker processes (deployed: 1); their threads add up in the ideal bound")
     parser.add_argument("--seed", type=int, default=0)
