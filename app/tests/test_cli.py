@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import keyword
 import uuid
 
 import pytest
@@ -24,12 +25,21 @@ json_values = st.recursive(
 
 
 @relaxed
-@given(key=st.from_regex(r"\A[a-z_][a-z0-9_]{0,10}\Z").filter(lambda k: k not in ("if", "in", "is", "or", "as")),
+@given(key=st.from_regex(r"\A[a-z_][a-z0-9_]{0,10}\Z").filter(lambda k: not keyword.iskeyword(k)),
        value=json_values)
 def test_arg_values_round_trip_as_json(key, value):
     from netjobs.cli.params import parse_task_args
 
     assert parse_task_args([f"{key}={json.dumps(value)}"]) == {key: value}
+
+
+@pytest.mark.parametrize("key", ["not", "None", "lambda", "2x", "a-b"])
+def test_arg_names_python_cannot_take_are_refused(key):
+    from netjobs.cli.params import parse_task_args
+    from netjobs.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="is not a valid argument name"):
+        parse_task_args([f"{key}=1"])
 
 
 @relaxed
