@@ -5,8 +5,8 @@ Like ``bench/bench_backup.py`` (whose helpers it uses), but the devices behave l
 over a WAN (``netjobs.devsim --realistic``): login banners, 0.2-1.5 s to log in, 0.5-3 s to print
 a running configuration of 1,000-5,000 lines, paging until Netmiko turns it off, and optionally a
 share of slow, flaky and unreachable devices. The worker runs with the settings the
-``netjobs_processes`` role deploys for the backup queue (threads, concurrency 48, time limits,
-task events, max tasks/memory per child).
+``netjobs_processes`` role deploys for the backup queue, read from the role (pool, concurrency,
+time limits, task events, max tasks/memory per child; see ``deployed_backup_worker``).
 
 For every fleet size two runs are timed from submitting ``backup.all`` to having its summary:
 ``first`` (every device is new) and ``again`` (nothing changed, or ``--change-share``). Reported per run: wall time,
@@ -15,7 +15,7 @@ devices/s, CPU ms per device of the worker and of the simulator, the simulator's
 time and the efficiency ``(N x mean session time / concurrency) / wall time`` (1.0: the worker's
 threads were never idle and nothing but the sessions took time).
 
-    python bench/bench_fleet_backup.py [--devices 1000,5000] [--concurrency 48] [--json OUT]
+    python bench/bench_fleet_backup.py [--devices 1000,5000] [--concurrency N] [--json OUT]
     python bench/bench_fleet_backup.py --probe-sessions 1000   # simulator cost of concurrent sessions
 
 Targets (issue 13): 5,000 devices in <= 10 minutes on 2 cores, efficiency >= 0.8, the re-run at
@@ -47,11 +47,24 @@ from bench_backup import (  # noqa: E402  (bench_backup puts app/ on sys.path)
 TARGET_SECONDS_5000 = 600.0
 TARGET_EFFICIENCY = 0.8
 TARGET_RERUN_SPEEDUP = 2.0
-# The backup worker group of roles/netjobs_processes (defaults/main.yml and vars/main.yml).
-# Threads recycle as a whole at these limits (netjobs.worker_recycle): a benchmark worker that did
-# would not come back, so a fleet run must stay below 10,000 backups per worker.
-DEPLOYED_WORKER_ARGS = ("--max-tasks-per-child=10000", "--max-memory-per-child=393216", "--time-limit=600",
-                        "--soft-time-limit=540", "--task-events")
+
+
+def deployed_backup_worker() -> dict:
+    """The backup worker group as roles/netjobs_processes deploys it, read through bench_memory's
+    expansion of the role (which also checks systemd/etc/netjobs/worker-backup.env against it).
+    Threads recycle as a whole at its limits (netjobs.worker_recycle): a benchmark worker that did
+    would not come back, so a fleet run must stay below max-tasks-per-child backups per worker."""
+    from bench_memory import worker_groups
+
+    groups = [g for g in worker_groups("WARNING") if g["environment"].get("NETJOBS_WORKER_QUEUES") == "backup"]
+    if len(groups) != 1:
+        raise BenchError(f"expected one worker group for the backup queue in the role, found {len(groups)}")
+    env = groups[0]["environment"]
+    limits = {"max-tasks-per-child": "NETJOBS_WORKER_MAX_TASKS_PER_CHILD",
+              "max-memory-per-child": "NETJOBS_WORKER_MAX_MEMORY_PER_CHILD",
+              "time-limit": "NETJOBS_WORKER_TIME_LIMIT", "soft-time-limit": "NETJOBS_WORKER_SOFT_TIME_LIMIT"}
+    return {"pool": env["NETJOBS_WORKER_POOL"], "concurrency": int(env["NETJOBS_WORKER_CONCURRENCY"]),
+            "args": tuple(f"--{flag}={env[key]}" for flag, key in limits.items()) + ("--task-events",)}
 
 
 def loadavg() -> list[float]:
@@ -185,8 +198,8 @@ def run_fleet(args, devices: int, env: dict, workdir: Path) -> dict:
         insert_devices(ports, fleet_dir / "host_key")
         idle_threads = threads_of(sim.pid)
         workers = [stack.enter_context(celery_worker(
-            run_env, queues="backup", pool="threads", concurrency=args.concurrency,
-            hostname=f"bench-fleet-{devices}-{i}@localhost", extra_args=DEPLOYED_WORKER_ARGS))
+            run_env, queues="backup", pool=args.deployed["pool"], concurrency=args.concurrency,
+            hostname=f"bench-fleet-{devices}-{i}@localhost", extra_args=args.deployed["args"]))
             for i in range(args.workers)]
         total_threads = args.concurrency * args.workers
         runs = {}
@@ -204,7 +217,8 @@ def run(args) -> dict:
     results: dict = {
         "benchmark": "fleet_backup", "device_counts": args.devices, "workers": args.workers,
         "concurrency": args.concurrency,
-        "simulator": simulator_args(args), "worker_args": list(DEPLOYED_WORKER_ARGS),
+        "simulator": simulator_args(args), "pool": args.deployed["pool"],
+        "worker_args": list(args.deployed["args"]),
         "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine(),
                  "loadavg": loadavg()},
         "targets": {"seconds_5000": TARGET_SECONDS_5000, "efficiency": TARGET_EFFICIENCY,
@@ -337,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=parse_counts, default=parse_counts("1000,5000"),
                         help="fleet sizes, e.g. 1000,5000 (each gets a fresh simulator and worker)")
-    parser.add_argument("--concurrency", type=int, default=48, help="threads per worker (deployed: 48)")
+    parser.add_argument("--concurrency", type=int, help="threads per worker (default: what the role deploys)")
     parser.add_argument("--workers", type=int, default=1,
                         help="backup worker processes (deployed: 1); their threads add up in the ideal bound")
     parser.add_argument("--seed", type=int, default=0)
@@ -357,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     try:
+        args.deployed = deployed_backup_worker()
+        if args.concurrency is None:
+            args.concurrency = args.deployed["concurrency"]
         if args.probe_sessions:
             results = probe_sessions(args)
             print(json.dumps(results, indent=2))

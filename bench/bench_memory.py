@@ -64,7 +64,7 @@ sys.path.insert(0, str(ROOT / "app"))
 sys.path.insert(0, str(BENCH_DIR))
 
 import bench_backup  # noqa: E402
-from bench_backup import backup_services, insert_devices, start_simulator  # noqa: E402
+from bench_backup import BenchError, backup_services, insert_devices, start_simulator  # noqa: E402
 from bench_fanout import _process_tree  # noqa: E402
 from tests.support import servers  # noqa: E402
 from tests.support.servers import VENV_BIN, free_port  # noqa: E402
@@ -76,10 +76,6 @@ TARGET_SLOPE_MB_PER_MIN = 0.5
 GROWTH_WINDOW_MIN = 15.0
 SWEEP_TARGET = "127.3.0.0/22"
 UNREACHABLE_DEVICES = 2
-
-
-class BenchError(Exception):
-    """A setup problem; printed as one line."""
 
 
 # --- the process definition ---------------------------------------------------------------------
