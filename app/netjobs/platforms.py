@@ -17,13 +17,16 @@ SUPPORTED_PLATFORMS: tuple[str, ...] = tuple(NETMIKO_DEVICE_TYPES)
 
 
 # --- configuration backup ---------------------------------------------------------------------
+# What a linux device's configuration is: the file a backup reads.
+LINUX_CONFIG_PATH = "/etc/network/interfaces"
+
 # The command that prints the running configuration on each platform.
 RUNNING_CONFIG_COMMANDS: dict[str, str] = {
     "cisco_ios": "show running-config",
     "cisco_nxos": "show running-config",
     "arista_eos": "show running-config",
     "juniper_junos": "show configuration | display set",
-    "linux": "cat /etc/network/interfaces",
+    "linux": f"cat {LINUX_CONFIG_PATH}",
 }
 
 # Platforms whose configuration is only visible in privileged (enable) mode.
@@ -78,7 +81,7 @@ class ChangeMarker:
 
 
 # Platforms not listed have no marker a backup may trust: arista_eos prints only the current
-# time in its running-config header, linux has no running configuration to stamp.
+# time in its running-config header.
 CHANGE_MARKERS: dict[str, ChangeMarker] = {
     # IOS/IOS-XE stamp every change made through the parser (CLI, copy to running, configure
     # replace); after a reload it says "! No configuration change since last restart" instead.
@@ -88,6 +91,8 @@ CHANGE_MARKERS: dict[str, ChangeMarker] = {
                                r"!Running configuration last done at: \S.*"),
     # Every commit (rollback included) renews it; uncommitted candidate changes are not running.
     "juniper_junos": ChangeMarker('show configuration | match "## Last commit"', r"## Last commit: \S.*"),
+    # The file's digest: it changes with any byte of what `cat` would print, and only then.
+    "linux": ChangeMarker(f"sha256sum {LINUX_CONFIG_PATH}", rf"[0-9a-f]{{64}}  {re.escape(LINUX_CONFIG_PATH)}"),
 }
 
 

@@ -15,7 +15,7 @@ from netjobs.services.backup import backup_device
 from tests.support.cli import invoke
 from tests.support.devices import add_device_row, sim_lab  # noqa: F401 - fixture
 
-MARKER_PLATFORMS = ["cisco_ios", "juniper_junos"]
+MARKER_PLATFORMS = ["cisco_ios", "juniper_junos", "linux"]
 
 
 def reads(device) -> tuple[int, int]:
@@ -60,15 +60,15 @@ def test_unchanged_device_is_checked_by_its_marker_and_a_changed_one_read_in_ful
     assert [(r.changed, r.full_read, r.task_id) for r in stored] == [
         (True, True, "t-1"), (False, False, "t-2"), (True, True, "t-3")]
     assert stored[0].content_hash == stored[1].content_hash and stored[0].change_marker == stored[1].change_marker
-    assert stored[1].change_marker.startswith(("! Last configuration change at ", "## Last commit: "))
+    assert find_change_marker(platform, stored[1].change_marker) == stored[1].change_marker
     # What reads "the last backup" sees the marker check as one.
     assert resolve(device.name, str(second.snapshot_id)).content_hash == first.content_hash
     assert [r.revision for r in config_log(device.name, include_unchanged=True)] == \
         [third.snapshot_id, second.snapshot_id, first.snapshot_id]
 
 
-@pytest.mark.parametrize("platform", ["arista_eos", "linux"])
-def test_device_without_a_marker_is_always_read_in_full(db, sim_lab, platform):
+def test_device_without_a_marker_is_always_read_in_full(db, sim_lab):
+    platform = "arista_eos"
     device = sim_lab.device(platform)
     add_device_row(db, device)
     backup_device(device.name, task_id="t-1")
@@ -145,7 +145,20 @@ def test_marker_lines_are_found_per_platform():
         == "!Running configuration last done at: Mon Mar  4 10:11:12 2024"
     assert find_change_marker("juniper_junos", "## Last commit: 2024-03-04 10:11:12 UTC by admin\n\n") \
         == "## Last commit: 2024-03-04 10:11:12 UTC by admin"
+    digest = "0" * 63 + "a"
+    assert find_change_marker("linux", f"{digest}  /etc/network/interfaces\n") == f"{digest}  /etc/network/interfaces"
     assert find_change_marker("arista_eos", "! Time: Mon Mar  4 10:11:12 2024") is None
+
+
+@pytest.mark.parametrize("output", [
+    "sha256sum: /etc/network/interfaces: Permission denied",
+    "sha256sum: /etc/network/interfaces: No such file or directory",
+    "-bash: sha256sum: command not found",
+    "0123  /etc/network/interfaces",
+    "0" * 64 + "  /etc/hostname",
+])
+def test_linux_digest_output_that_is_not_the_file_digest_is_no_marker(output):
+    assert find_change_marker("linux", output) is None
 
 
 def test_backup_task_and_cli_take_full(worker, db, celery_app, sim_lab):

@@ -6,6 +6,7 @@ it lines and writes replies (with ``\\r\\n`` line endings, as devices do).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import itertools
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from netjobs.devsim.configs import load_body, running_config, sized_body
 from netjobs.devsim.realism import MORE_PROMPTS, Realism, motd, unit_hash
+from netjobs.platforms import LINUX_CONFIG_PATH
 
 PLATFORMS = ("cisco_ios", "arista_eos", "juniper_junos", "linux")
 FAIL_MODES = ("none", "disconnect-mid-session", "hang")
@@ -398,7 +400,7 @@ class JunosShell(Shell):
 class LinuxShell(Shell):
     """A bash-like prompt: ``user@R1:~$`` (``#`` for root) with ``cat`` of a few files."""
 
-    CONFIG_PATH = "/etc/network/interfaces"
+    CONFIG_PATH = LINUX_CONFIG_PATH
 
     def prompt(self) -> str:
         mark = "#" if self.username == "root" else "$"
@@ -416,6 +418,8 @@ class LinuxShell(Shell):
             return Reply(close=True)
         if name == "cat":
             return self.cat(args)
+        if name == "sha256sum":
+            return self.sha256sum(args)
         simple = {
             "hostname": f"{self.device.hostname}\n",
             "whoami": f"{self.username}\n",
@@ -432,18 +436,33 @@ class LinuxShell(Shell):
             return Reply(text + self.prompt())
         return Reply(f"-bash: {name}: command not found\n" + self.prompt())
 
+    def read(self, path: str, change: bool) -> str | None:
+        """A file's text, None if there is no such file; ``change`` as in DeviceSpec.show_config."""
+        if path == self.CONFIG_PATH:
+            return self.device.show_config(change)
+        return {"/etc/hostname": f"{self.device.hostname}\n"}.get(path)
+
     def cat(self, paths: list[str]) -> Reply:
-        files = {self.CONFIG_PATH: None, "/etc/hostname": f"{self.device.hostname}\n"}
         out, is_config = [], False
         for path in paths:
-            if path not in files:
+            text = self.read(path, change=True)
+            if text is None:
                 out.append(f"cat: {path}: No such file or directory\n")
-            elif files[path] is None:
-                out.append(self.device.show_config())
-                is_config = True
             else:
-                out.append(files[path])
+                out.append(text)
+                is_config = is_config or path == self.CONFIG_PATH
         return Reply("".join(out) + self.prompt(), is_config=is_config)
+
+    def sha256sum(self, paths: list[str]) -> Reply:
+        """The change-marker check: digests come at command speed and never change a changing device."""
+        out = []
+        for path in paths:
+            text = self.read(path, change=False)
+            if text is None:
+                out.append(f"sha256sum: {path}: No such file or directory\n")
+            else:
+                out.append(f"{hashlib.sha256(text.encode()).hexdigest()}  {path}\n")
+        return Reply("".join(out) + self.prompt())
 
 
 SHELLS: dict[str, type[Shell]] = {
