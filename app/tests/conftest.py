@@ -61,6 +61,14 @@ def worker(netjobs_env):
 
 
 @pytest.fixture
+def own_broker_env(netjobs_env):
+    """netjobs_env with a Redis of the test's own for broker and results: for tests that restart,
+    kill or flood workers, so no other test's worker takes their messages."""
+    with redis_server() as own_redis:
+        yield {**netjobs_env, "NETJOBS_BROKER_URL": own_redis.url, "NETJOBS_RESULT_BACKEND_URL": own_redis.url}
+
+
+@pytest.fixture
 def db(netjobs_env):
     """An empty database for one test (the schema stays)."""
     from sqlalchemy import text

@@ -12,7 +12,7 @@ import pytest
 
 from netjobs.worker_recycle import RecycleLimits, RecycleWatcher
 from tests.conftest import wait_until
-from tests.support.servers import celery_worker, producer_app, redis_server
+from tests.support.servers import celery_worker, producer_app
 
 
 def test_the_watcher_asks_once_at_the_task_limit():
@@ -39,12 +39,6 @@ def test_the_watcher_asks_once_above_the_memory_limit():
 def test_no_limit_no_recycle():
     assert not RecycleLimits(None, 0).active
     assert RecycleLimits(0, 1024).active
-
-
-@pytest.fixture
-def own_broker_env(netjobs_env):
-    with redis_server() as own_redis:
-        yield {**netjobs_env, "NETJOBS_BROKER_URL": own_redis.url, "NETJOBS_RESULT_BACKEND_URL": own_redis.url}
 
 
 @pytest.mark.parametrize("limit", [("--max-tasks-per-child=3", "3 tasks done"),
