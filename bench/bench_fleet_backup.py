@@ -53,7 +53,7 @@ def deployed_backup_worker() -> dict:
     """The backup worker group as roles/netjobs_processes deploys it, read through bench_memory's
     expansion of the role (which also checks systemd/etc/netjobs/worker-backup.env against it).
     Threads recycle as a whole at its limits (netjobs.worker_recycle): a benchmark worker that did
-    would not come back, so a fleet run must stay below max-tasks-per-child backups per worker."""
+    would not come back, so one run must stay below max-tasks-per-child backups per worker."""
     from bench_memory import worker_groups
 
     groups = [g for g in worker_groups("WARNING") if g["environment"].get("NETJOBS_WORKER_QUEUES") == "backup"]
@@ -64,6 +64,7 @@ def deployed_backup_worker() -> dict:
               "max-memory-per-child": "NETJOBS_WORKER_MAX_MEMORY_PER_CHILD",
               "time-limit": "NETJOBS_WORKER_TIME_LIMIT", "soft-time-limit": "NETJOBS_WORKER_SOFT_TIME_LIMIT"}
     return {"pool": env["NETJOBS_WORKER_POOL"], "concurrency": int(env["NETJOBS_WORKER_CONCURRENCY"]),
+            "max_tasks": int(env["NETJOBS_WORKER_MAX_TASKS_PER_CHILD"]),
             "args": tuple(f"--{flag}={env[key]}" for flag, key in limits.items()) + ("--task-events",)}
 
 
@@ -197,16 +198,20 @@ def run_fleet(args, devices: int, env: dict, workdir: Path) -> dict:
         os.environ.update(run_env)
         insert_devices(ports, fleet_dir / "host_key")
         idle_threads = threads_of(sim.pid)
-        workers = [stack.enter_context(celery_worker(
-            run_env, queues="backup", pool=args.deployed["pool"], concurrency=args.concurrency,
-            hostname=f"bench-fleet-{devices}-{i}@localhost", extra_args=args.deployed["args"]))
-            for i in range(args.workers)]
         total_threads = args.concurrency * args.workers
         runs = {}
         for label in ("first", "again"):
-            print(f"  {devices} devices, {label} run (load {loadavg()})", flush=True)
-            runs[label] = one_run(app, sim, stats_file, [w.proc.pid for w in workers], devices, total_threads,
-                                  args.timeout, repo, sum(r["commits"] for r in runs.values()))
+            # Fresh workers per run, as after a nightly restart: 5,000 backups twice would pass the
+            # role's max-tasks-per-child and the worker would recycle itself mid-run with nothing to
+            # restart it (systemd does in production).
+            with ExitStack() as run_stack:
+                workers = [run_stack.enter_context(celery_worker(
+                    run_env, queues="backup", pool=args.deployed["pool"], concurrency=args.concurrency,
+                    hostname=f"bench-fleet-{devices}-{i}@localhost", extra_args=args.deployed["args"]))
+                    for i in range(args.workers)]
+                print(f"  {devices} devices, {label} run (load {loadavg()})", flush=True)
+                runs[label] = one_run(app, sim, stats_file, [w.proc.pid for w in workers], devices, total_threads,
+                                      args.timeout, repo, sum(r["commits"] for r in runs.values()))
     first, again = runs["first"], runs["again"]
     return {"devices": devices, "workers": args.workers, "concurrency": args.concurrency,
             "simulator_threads_idle": idle_threads, "first": first, "again": again,
@@ -374,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
         args.deployed = deployed_backup_worker()
         if args.concurrency is None:
             args.concurrency = args.deployed["concurrency"]
+        if args.deployed["max_tasks"] and max(args.devices) + 1 >= args.deployed["max_tasks"]:
+            raise BenchError(f"{max(args.devices)} devices in one run would recycle the worker mid-run "
+                             f"(max-tasks-per-child {args.deployed['max_tasks']})")
         if args.probe_sessions:
             results = probe_sessions(args)
             print(json.dumps(results, indent=2))
