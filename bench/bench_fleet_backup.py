@@ -119,9 +119,10 @@ def threads_of(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """A memory field of /proc/PID/status in MB: VmRSS (now) or VmHWM (the process's peak)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return round(int(line.split()[1]) / 1024, 1)
     return 0.0
 
@@ -178,6 +179,8 @@ def one_run(app, sim, stats_file: Path, worker_pids: list[int], devices: int, co
         efficiency=round(devices * mean_session / concurrency / wall, 3) if wall else 0.0,
         peak_sessions=stats_after["peak_active"], simulator_threads_peak=stats_after.get("peak_threads"),
         simulator_rss_mb=rss_mb(sim.pid), commits=count_commits(repo) - commits_before,
+        # Fresh workers per run: their peak is this run's (the role recycles a backup worker above 384 MiB).
+        worker_rss_peak_mb=max(rss_mb(pid, "VmHWM") for pid in worker_pids),
     )
     return outcome
 
@@ -259,7 +262,7 @@ def print_table(results: dict) -> None:
           f"simulator: {' '.join(results['simulator'])})\n")
     header = (f"{'devices':>7} {'run':<6}{'seconds':>9}{'dev/s':>7}{'ok':>6}{'fail':>5}{'session s':>10}"
               f"{'task s':>8}{'ideal s':>9}{'effic.':>7}{'wrk ms/d':>9}{'sim ms/d':>9}{'peak':>5}{'thr':>5}"
-              f"{'full':>6}{'marker':>7}  load before")
+              f"{'full':>6}{'marker':>7}{'wrk MB':>7}  load before")
     print(header)
     print("-" * len(header))
     for fleet in results["fleets"]:
@@ -271,7 +274,7 @@ def print_table(results: dict) -> None:
                   f"{m['mean_task_s'] or 0:>8.2f}{m['ideal_seconds']:>9.1f}{m['efficiency']:>7.2f}"
                   f"{m['cpu_ms_per_device']['worker']:>9.1f}{m['cpu_ms_per_device']['simulator']:>9.1f}"
                   f"{m['peak_sessions']:>5}{m['simulator_threads_peak'] or 0:>5}"
-                  f"{m['reads']['full']:>6}{m['reads']['marker']:>7}  "
+                  f"{m['reads']['full']:>6}{m['reads']['marker']:>7}{m['worker_rss_peak_mb']:>7.0f}  "
                   + "/".join(f"{x:.2f}" for x in m["load_before"]))
     print()
     for n, v in results["verdicts"].items():
