@@ -210,7 +210,7 @@ def test_cli_serves_many_devices_on_consecutive_ports(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "netjobs.devsim", "--listen", "127.0.0.1", "--base-port", str(base), "--count", "3",
          "--platform", "cisco_ios,juniper_junos", "--hostname", "lab", "--username", USER,
-         "--password", PASSWORD, "--ports-file", str(ports_file)],
+         f"--password={PASSWORD}", "--ports-file", str(ports_file)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

@@ -23,7 +23,6 @@ from netjobs.devsim import DeviceSpec, Fleet, Latency, Realism
 from netjobs.devsim.realism import DISTRIBUTIONS, SessionPlan, login_banner, motd
 from netjobs.platforms import NEEDS_ENABLE, RUNNING_CONFIG_COMMANDS
 from netjobs.services.backup import normalize_config
-from tests.support.servers import free_port
 
 USER = "netops"
 PASSWORD = secrets.token_urlsafe(10)
@@ -384,17 +383,18 @@ def test_realism_off_keeps_devices_instant(fleet):
 
 
 def test_cli_realistic_options_and_stats_file(tmp_path):
-    base = free_port()
+    # Port 0: the simulator picks free ports (a base port from free_port() left its neighbour to
+    # chance, and a loaded clean-clone run lost that race).
     ports_file, stats_file = tmp_path / "ports.json", tmp_path / "stats.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "netjobs.devsim", "--base-port", str(base), "--count", "2", "--platform", "arista_eos",
-         "--hostname", "cli", "--username", USER, "--password", PASSWORD, "--ports-file", str(ports_file),
+        [sys.executable, "-m", "netjobs.devsim", "--port", "0", "--count", "2", "--platform", "arista_eos",
+         "--hostname", "cli", "--username", USER, f"--password={PASSWORD}", "--ports-file", str(ports_file),
          "--stats-file", str(stats_file), "--realistic", "--seed", "4", "--login-latency", "0.05-0.1",
          "--command-latency", "0", "--config-latency", "0.05", "--config-lines", "1500-1600"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert "2 device(s) listening" in proc.stdout.readline()
-        output = show_config(base + 1, "arista_eos")
+        assert "2 device(s) listening" in proc.stdout.readline(), proc.stderr.read() if proc.poll() else ""
+        output = show_config(max(json.loads(ports_file.read_text()).values()), "arista_eos")
         assert 1500 <= len(output.splitlines()) <= 1600
         deadline = time.monotonic() + 5
         while json.loads(stats_file.read_text() if stats_file.exists() else '{"sessions": 0}')["sessions"] < 1:
