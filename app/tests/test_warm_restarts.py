@@ -55,6 +55,9 @@ def test_rolling_warm_restarts_under_load_lose_nothing_and_run_nothing_twice(own
             deadline = time.monotonic() + 120
             for result in results:
                 assert result.get(timeout=max(1.0, deadline - time.monotonic()))["slept"] >= 0.2
+            # A result is stored a moment before the worker logs "succeeded": wait for the lines.
+            wait_until(lambda: all(f"[{task_id}] succeeded" in "".join(logs) + "".join(w.log() for w in workers.values())
+                                   for task_id in ids), 30, message="every task's 'succeeded' line")
             logs.extend(w.log() for w in workers.values())
         finally:
             for stack in stacks.values():

@@ -64,6 +64,9 @@ def test_a_threads_worker_recycles_itself_and_loses_no_task(own_broker_env, limi
             deadline = time.monotonic() + 60
             for result in results:
                 assert result.get(timeout=max(1.0, deadline - time.monotonic()))["slept"] >= 0.5
+            # The result is stored a moment before the worker logs "succeeded": wait for the lines.
+            wait_until(lambda: all(f"[{r.id}] succeeded" in first_log + replacement.log() for r in results), 30,
+                       message="every task's 'succeeded' line")
             log = first_log + replacement.log()
             for result in results:
                 assert log.count(f"[{result.id}] succeeded") == 1, log[-4000:]
