@@ -78,12 +78,9 @@ TARGET_RATIO = 1.0  # issue 13: >= 1.0x plain Celery with the shipped profile of
 def deployed_default_options() -> str:
     """The role's `default` worker group: its celery worker options, log level WARNING, without the
     node name (worker_process names every worker)."""
-    from bench_memory import worker_groups
+    from bench_memory import worker_group
 
-    groups = [g for g in worker_groups("WARNING") if g["environment"].get("NETJOBS_WORKER_QUEUES") == "default"]
-    if len(groups) != 1:
-        raise RuntimeError(f"expected one worker group for the default queue in the role, found {len(groups)}")
-    argv = groups[0]["argv"]
+    argv = worker_group("default")["argv"]
     options = argv[argv.index("worker") + 1:]
     return shlex.join(o for o in options if not o.startswith("--hostname="))
 

@@ -54,12 +54,9 @@ def deployed_backup_worker() -> dict:
     expansion of the role (which also checks systemd/etc/netjobs/worker-backup.env against it).
     Threads recycle as a whole at its limits (netjobs.worker_recycle): a benchmark worker that did
     would not come back, so one run must stay below max-tasks-per-child backups per worker."""
-    from bench_memory import worker_groups
+    from bench_memory import worker_group
 
-    groups = [g for g in worker_groups("WARNING") if g["environment"].get("NETJOBS_WORKER_QUEUES") == "backup"]
-    if len(groups) != 1:
-        raise BenchError(f"expected one worker group for the backup queue in the role, found {len(groups)}")
-    env = groups[0]["environment"]
+    env = worker_group("backup")["environment"]
     limits = {"max-tasks-per-child": "NETJOBS_WORKER_MAX_TASKS_PER_CHILD",
               "max-memory-per-child": "NETJOBS_WORKER_MAX_MEMORY_PER_CHILD",
               "time-limit": "NETJOBS_WORKER_TIME_LIMIT", "soft-time-limit": "NETJOBS_WORKER_SOFT_TIME_LIMIT"}

@@ -152,6 +152,14 @@ def worker_groups(log_level: str) -> list[dict]:
     return groups
 
 
+def worker_group(queue: str, log_level: str = "WARNING") -> dict:
+    """The one default worker group that consumes ``queue``, as worker_groups gives it."""
+    groups = [g for g in worker_groups(log_level) if g["environment"].get("NETJOBS_WORKER_QUEUES") == queue]
+    if len(groups) != 1:
+        raise BenchError(f"expected one worker group for the {queue} queue in the role, found {len(groups)}")
+    return groups[0]
+
+
 # --- processes and memory -----------------------------------------------------------------------
 
 
