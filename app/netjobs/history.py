@@ -24,8 +24,12 @@ History never stalls and never vanishes (the mechanics are in :mod:`netjobs.spoo
   exits, including when it is recycled by ``--max-tasks-per-child`` (billiard runs
   ``worker_process_shutdown`` in the child before it exits), and at interpreter exit.
 
-* A task's own events are written (or spooled) when it finishes (``task_postrun``), before its
-  message is acknowledged: a process killed after that loses nothing of it.
+* A task's own events are handed over when it finishes (``task_postrun``), before its message is
+  acknowledged: pushed to the Redis spool in one round trip (the ack that follows goes to the same
+  Redis, so its AOF never holds the ack without them), or written to PostgreSQL if Redis refuses
+  them. A process killed after that loses nothing of it. The flusher then writes the spool to
+  PostgreSQL in batches within HAND_OFF_DELAY seconds, so a task costs one RPUSH instead of a
+  PostgreSQL transaction.
 
 What a process still holds in memory when it is killed with SIGKILL is lost: the events of the
 task it was running (that task is delivered again, and records again) and a producer's last
@@ -59,6 +63,7 @@ PROBE_INTERVAL = 2.0  # seconds between checks whether PostgreSQL is back, durin
 PROBE_CONNECT_TIMEOUT = 3  # seconds a check may wait for a connection
 SPOOL_CHECK_INTERVAL = 5.0  # seconds between looks for a spool left by other processes
 REPLAY_SLICE = 2.0  # seconds of replaying per flusher pass, so the process's own events go on too
+HAND_OFF_DELAY = FLUSH_INTERVAL  # seconds between a hand-off to the spool and its batched write
 
 COLUMNS = (
     "task_id", "task_name", "parent_id", "root_id", "group_id", "queue", "worker", "state",
@@ -152,15 +157,17 @@ class RunEvent:
         return tuple(getattr(self, c) for c in COLUMNS)
 
 
-def in_rounds(events: list[RunEvent]) -> list[list[RunEvent]]:
-    """``events`` as rounds holding at most one event per task, each task's events in recorded order
-    (the n-th event of every task in round n): one upsert per round, as PostgreSQL refuses a task
-    twice in one statement. The order of states is decided by the upsert alone (_TAKES_STATE)."""
-    rounds: list[list[RunEvent]] = []
+def in_rounds(events: list, task_id=lambda event: event.task_id) -> list[list]:
+    """``events`` (RunEvents, or rows with ``task_id``) as rounds holding at most one event per task,
+    each task's events in recorded order (the n-th event of every task in round n): one upsert per
+    round, as PostgreSQL refuses a task twice in one statement. The order of states is decided by the
+    upsert alone (_TAKES_STATE)."""
+    rounds: list[list] = []
     seen: dict[str, int] = {}
     for event in events:
-        n = seen.get(event.task_id, 0)
-        seen[event.task_id] = n + 1
+        key = task_id(event)
+        n = seen.get(key, 0)
+        seen[key] = n + 1
         if n == len(rounds):
             rounds.append([])
         rounds[n].append(event)
@@ -186,6 +193,7 @@ class HistoryRecorder:
         self._letters: list[dict] = []  # dead letters neither PostgreSQL nor Redis could take yet
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
+        self._replay_lock = threading.Lock()  # the flusher's replay and the one at shutdown, not the hand-offs
         self._state_lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -195,6 +203,8 @@ class HistoryRecorder:
         self._next_probe = 0.0
         self._next_spool_check = 0.0  # the flusher looks for a spool as soon as it starts
         self._replayed = {"job_runs": 0, "dead_letters": 0}
+        self._replayed_oldest = 0.0  # seconds the oldest entry replayed since the last report had waited
+        self._handed_off = False  # this process has pushed events to the spool since its last replay
         self._spool_trouble: dict[str, str] = {}  # spool list -> why it takes nothing (said once)
         self._spool_retry_at: dict[str, float] = {}
         self._dropped = 0
@@ -229,9 +239,13 @@ class HistoryRecorder:
         if size >= FLUSH_BATCH:
             self._wake.set()
 
-    def flush(self) -> int:
+    def flush(self, hand_off: bool = False) -> int:
         """Write everything buffered now, or spool it if PostgreSQL is unavailable. Returns the
-        number of rows written to PostgreSQL."""
+        number of rows written to PostgreSQL.
+
+        With ``hand_off`` (a task has finished and is about to be acknowledged) the events go to the
+        Redis spool first, in one round trip, and the flusher writes them to PostgreSQL in a batch
+        within HAND_OFF_DELAY; PostgreSQL directly only if Redis refuses them."""
         with self._flush_lock:
             with self._lock:
                 pending, self._buffer = self._buffer, []
@@ -241,6 +255,17 @@ class HistoryRecorder:
             if not pending:
                 return 0
             self._count(pending)
+            if hand_off:
+                if self._push(spool.HISTORY_KEY, lambda: _spool_entries(pending)):
+                    self._handed_off = True
+                    due = time.monotonic() + HAND_OFF_DELAY
+                    if due < self._next_spool_check:  # the first hand-off since the last replay
+                        self._next_spool_check = due
+                        self._wake.set()
+                    return 0
+                if self._down_since is not None:  # neither takes them now: the flusher tries again
+                    self._keep_in_memory(pending)
+                    return 0
             if self._down_since is None:
                 try:
                     written = _write(pending)
@@ -328,6 +353,11 @@ class HistoryRecorder:
     def _spool_rows(self, rows: list[RunEvent]) -> bool:
         if self._push(spool.HISTORY_KEY, lambda: _spool_entries(rows)):
             return True
+        self._keep_in_memory(rows)
+        return False
+
+    def _keep_in_memory(self, rows: list[RunEvent]) -> None:
+        """Put ``rows`` back at the front of the buffer, within MAX_BUFFERED."""
         with self._lock:
             self._buffer[:0] = rows
             overflow = len(self._buffer) - MAX_BUFFERED
@@ -337,7 +367,6 @@ class HistoryRecorder:
         if overflow > 0 and self._dropped == overflow:
             log.error("job history: %d events waiting in memory; dropping the oldest until PostgreSQL or "
                       "the Redis spool takes them", MAX_BUFFERED)
-        return False
 
     def _push(self, key: str, make_entries) -> bool:
         """Push ``make_entries()`` to the spool list ``key``. After a failure the flusher tries again
@@ -383,7 +412,8 @@ class HistoryRecorder:
         elif not self._recovering and now < self._next_spool_check:
             return
         self._next_spool_check = now + SPOOL_CHECK_INTERVAL
-        self._replay()
+        with self._replay_lock:
+            self._replay()
 
     def _maintenance_due(self) -> float:
         if self._down_since is not None:
@@ -391,6 +421,7 @@ class HistoryRecorder:
         return self._next_spool_check
 
     def _replay(self) -> None:
+        self._handed_off = False
         try:
             if not self._recovering and not any(spool.lengths().values()):
                 self._replay_done()  # the usual case: one round trip, nothing to do
@@ -406,22 +437,43 @@ class HistoryRecorder:
             return
         for kind in ("job_runs", "dead_letters"):
             self._replayed[kind] += result[kind]
+        self._replayed_oldest = max(self._replayed_oldest, result["oldest_age"])
         if result["drained"] or result["busy"]:
             self._replay_done(" (another process is replaying the rest)" if result["busy"] else "")
         else:
             self._next_spool_check = 0.0  # more to do: go on after the next flush
 
     def _replay_done(self, note: str = "") -> None:
-        """One line: the end of this process's outage, or what it replayed for other processes."""
+        """One line: the end of this process's outage, or what it replayed that other processes had
+        left for longer than a hand-off takes (hand-offs themselves are the normal path: no line)."""
         runs, letters = self._replayed["job_runs"], self._replayed["dead_letters"]
         if self._recovering:
             log.warning("job history: PostgreSQL reachable again after %.0fs: replayed %d job_runs rows and %d "
                         "dead letters from the Redis spool%s", self._outage_seconds, runs, letters, note)
             self._recovering = False
-        elif runs or letters:
-            log.warning("job history: replayed %d job_runs rows and %d dead letters left in the Redis spool",
-                        runs, letters)
+        elif (runs or letters) and self._replayed_oldest >= spool.STALE_SECONDS:
+            log.warning("job history: replayed %d job_runs rows and %d dead letters left in the Redis spool "
+                        "(the oldest for %.0fs)", runs, letters, self._replayed_oldest)
         self._replayed = {"job_runs": 0, "dead_letters": 0}
+        self._replayed_oldest = 0.0
+
+    def shutdown(self) -> None:
+        """Before the process exits: write what it holds, and what it handed over to the spool, so
+        a recycled child's last tasks do not wait for another process to replay them."""
+        self.flush()
+        if self._handed_off and self._down_since is None:
+            with self._replay_lock:  # after the flusher's replay, if one is under way
+                self._replay()
+
+    def start(self) -> None:
+        """Run the flusher from now on, before any event (a worker's main process: it replays what
+        children killed right after a hand-off left in the spool)."""
+        if self.enabled is None:
+            from netjobs.config import get_settings
+
+            self.enabled = get_settings().history_enabled
+        if self.enabled:
+            self._ensure_thread()
 
     # --- the flusher thread ---------------------------------------------------------------------
 
@@ -535,31 +587,33 @@ def _round_entries(rows: list[RunEvent]) -> list[str]:
 _COLUMN_SET = frozenset(COLUMNS)
 
 
-def replay_entry(body: dict) -> int:
-    """Write one job_runs spool entry; returns the rows written."""
-    columns = body["columns"]
+def replay_entries(bodies: list[dict]) -> int:
+    """Write job_runs spool entries in one go, a round at a time (in_rounds: hand-offs of the same
+    task sit in different entries); returns the rows written."""
     rows = []
-    for raw in body["rows"]:
-        values = {name: value for name, value in zip(columns, raw) if name in _COLUMN_SET}
-        for name in _DATETIME_COLUMNS:
-            values[name] = spool.parse_datetime(values.get(name))
-        rows.append(_storable([values.get(name) for name in COLUMNS]))
-    return _write_rows(rows)
+    for body in bodies:
+        columns = body["columns"]
+        for raw in body["rows"]:
+            values = {name: value for name, value in zip(columns, raw) if name in _COLUMN_SET}
+            for name in _DATETIME_COLUMNS:
+                values[name] = spool.parse_datetime(values.get(name))
+            rows.append(_storable([values.get(name) for name in COLUMNS]))
+    return sum(_write_rows(round_) for round_ in in_rounds(rows, task_id=lambda row: row[0]))
 
 
 def replay_spool(budget: float | None = None) -> dict:
     """Write what the Redis spool holds to PostgreSQL, dead letters first (any process may).
 
-    Returns {"job_runs": rows, "dead_letters": letters, "drained": bool, "busy": bool}; ``busy``
-    means another process is replaying. Raises if PostgreSQL or Redis is unreachable.
+    Returns {"job_runs": rows, "dead_letters": letters, "drained": bool, "busy": bool, "oldest_age":
+    seconds}; ``busy`` means another process is replaying. Raises if PostgreSQL or Redis is unreachable.
     """
     from netjobs.services import deadletters
 
-    result = spool.replay({spool.DEAD_LETTERS_KEY: deadletters.replay_entry, spool.HISTORY_KEY: replay_entry},
+    result = spool.replay({spool.DEAD_LETTERS_KEY: deadletters.replay_entries, spool.HISTORY_KEY: replay_entries},
                           budget)
     return {"job_runs": result.counts.get(spool.HISTORY_KEY, 0),
             "dead_letters": result.counts.get(spool.DEAD_LETTERS_KEY, 0),
-            "drained": result.drained, "busy": result.busy}
+            "drained": result.drained, "busy": result.busy, "oldest_age": result.oldest_age}
 
 
 def _ping_database() -> None:
@@ -582,7 +636,7 @@ def _ping_database() -> None:
 
 recorder = HistoryRecorder()
 os.register_at_fork(after_in_child=recorder._reset)
-atexit.register(recorder.flush)
+atexit.register(recorder.shutdown)
 
 # Start times per task id in this process, for duration.
 _started: dict[str, float] = {}
@@ -682,13 +736,12 @@ def _on_retry(request=None, reason=None, **_):
 
 
 @signals.task_postrun.connect
-def _flush_after_task(**_):
+def _hand_off_after_task(**_):
     # With acks_late the message is acknowledged once this returns: the task's events must be in
-    # PostgreSQL (or the spool) by then, or a SIGKILL of this process right after the ack (an OOM
-    # kill) would lose the outcome of a task that will never run again. Batching still applies to
-    # the events of other threads and to producers.
+    # the Redis spool (or PostgreSQL) by then, or a SIGKILL of this process right after the ack (an
+    # OOM kill) would lose the outcome of a task that will never run again.
     with no_fork_during():
-        recorder.flush()
+        recorder.flush(hand_off=True)
 
 
 @signals.task_revoked.connect
@@ -704,7 +757,12 @@ def record_revoked(task_id: str, reason: str = "revoked by operator") -> None:
     recorder.record(RunEvent(task_id=task_id, state=REVOKED, finished_at=_now(), error=reason))
 
 
+@signals.worker_ready.connect
+def _start_flusher(**_):
+    recorder.start()
+
+
 @signals.worker_process_shutdown.connect
 @signals.worker_shutdown.connect
 def _flush_on_shutdown(**_):
-    recorder.flush()
+    recorder.shutdown()

@@ -20,15 +20,22 @@ differently (see :func:`database_unavailable`):
   ``netjobs:spool:unreadable``      entries that could not be decoded (last UNREADABLE_KEEP)
   ================================  ==========================================================
 
-  An entry is a JSON object whose first member is a unique ``"id"``; timestamps are ISO 8601 with
-  their UTC offset. Producers RPUSH; a list holds at most MAX_ENTRIES entries and MAX_BYTES bytes
-  (a push that does not fit is refused whole and the caller keeps the rows in memory, saying so once).
+  An entry is a JSON object whose first members are a unique ``"id"`` and ``"at"``, when it was
+  pushed (Unix seconds); timestamps inside are ISO 8601 with their UTC offset. Producers RPUSH; a
+  list holds at most MAX_ENTRIES entries and MAX_BYTES bytes (a push that does not fit is refused
+  whole and the caller keeps the rows in memory, saying so once).
+
+  The job_runs list is also the normal way a worker hands a finished task's events over before the
+  task's ack (netjobs.history): one RPUSH instead of a PostgreSQL transaction per task, written to
+  PostgreSQL in batches within a second. So an entry's age, not the list's length, tells whether
+  history is stuck (:func:`oldest_ages`, STALE_SECONDS).
 
   Replay (:func:`replay`, run by any netjobs process whose flusher finds PostgreSQL reachable) is
-  at-least-once: read the head with LINDEX, write it with the idempotent upserts, then remove it only
-  if it is still the head (a Lua script comparing its id). A process killed between the write and
-  the removal leaves the entry for the next replayer, which writes it again harmlessly. One
-  replayer at a time holds the lock; a lost lock only means two replayers, which is still correct.
+  at-least-once: read a batch from the head, write it with the idempotent upserts, then remove it
+  only if its first entry is still the head (a Lua script comparing its id). A process killed
+  between the write and the removal leaves the entries for the next replayer, which writes them
+  again harmlessly. One replayer at a time holds the lock; a lost lock only means two replayers,
+  which is still correct.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -57,6 +65,9 @@ MAX_ENTRIES = 100_000  # per list
 MAX_BYTES = 512 * 1024 * 1024  # per list; the broker runs with noeviction: never let the spool fill it
 LOCK_SECONDS = 15  # refreshed after each entry; a replayer that died holds it this long at most
 UNREADABLE_KEEP = 1000
+REPLAY_BATCH_ENTRIES = 500  # entries written per transaction by a replay...
+REPLAY_BATCH_BYTES = 2 * 1024 * 1024  # ...and at most this many bytes of them (one entry at least)
+STALE_SECONDS = 60.0  # an entry older than this is not a hand-off in progress: PostgreSQL is not taking history
 WRITE_PAGE = 1000  # rows per INSERT statement
 
 NUL_REPLACEMENT = "\ufffd"  # a NUL becomes U+FFFD REPLACEMENT CHARACTER
@@ -281,6 +292,39 @@ end
 return 1
 """
 
+# KEYS: list. ARGV: most entries, most bytes. The entries at the head, in order, within both limits
+# (the first one whatever its size).
+_HEAD_BATCH = """
+local out, size = {}, 0
+for i = 0, tonumber(ARGV[1]) - 1 do
+  local item = redis.call('LINDEX', KEYS[1], i)
+  if not item or (i > 0 and size + string.len(item) > tonumber(ARGV[2])) then break end
+  out[#out + 1] = item
+  size = size + string.len(item)
+end
+return out
+"""
+
+# KEYS: list, its byte counter. ARGV: the head's expected prefix, how many entries, their bytes.
+# Removes that many entries only if the head still starts with the prefix (entries are only ever
+# removed from the head, so the same head means the same batch). Returns 1 if removed.
+_DROP_HEAD_BATCH = """
+local head = redis.call('LINDEX', KEYS[1], 0)
+if not head or string.sub(head, 1, string.len(ARGV[1])) ~= ARGV[1] then return 0 end
+redis.call('LTRIM', KEYS[1], tonumber(ARGV[2]), -1)
+if redis.call('LLEN', KEYS[1]) == 0 or redis.call('DECRBY', KEYS[2], tonumber(ARGV[3])) < 0 then
+  redis.call('DEL', KEYS[2])
+end
+return 1
+"""
+
+# KEYS: lists. Returns the first 100 bytes of each list's head ('' when empty), for its "at".
+HEAD_PREFIXES = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = string.sub(redis.call('LINDEX', key, 0) or '', 1, 100) end
+return out
+"""
+
 # KEYS: lock. ARGV: token, milliseconds (0: release). Returns 1 if the token held the lock.
 _LOCK = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -317,14 +361,42 @@ def client():
             _client_key = key
             _scripts.clear()
             _scripts.update(push=_client.register_script(_PUSH), pop=_client.register_script(_POP_HEAD),
-                            lock=_client.register_script(_LOCK))
+                            lock=_client.register_script(_LOCK), head=_client.register_script(_HEAD_BATCH),
+                            drop=_client.register_script(_DROP_HEAD_BATCH))
         return _client
 
 
 def entry(body: dict) -> str:
-    """One spool entry: ``body`` as JSON with a unique ``"id"`` first (the replay compares it)."""
+    """One spool entry: ``body`` as JSON with a unique ``"id"`` first (the replay compares it), then
+    ``"at"``, when it was made (its age says whether it waits too long)."""
     encoded = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return f'{{"id":"{uuid.uuid4().hex}",{encoded[1:]}' if encoded != "{}" else f'{{"id":"{uuid.uuid4().hex}"}}'
+    head = f'{{"id":"{uuid.uuid4().hex}","at":{time.time():.3f}'
+    return f"{head},{encoded[1:]}" if encoded != "{}" else head + "}"
+
+
+_AT = re.compile(rb'^\{"id":"[^"]*","at":([0-9.]+)[,}]')
+
+
+def entry_time(raw: bytes | str) -> float | None:
+    """When the entry ``raw`` (or its first 100 bytes) was made; None for an entry of a release
+    before "at" was added."""
+    match = _AT.match(raw.encode() if isinstance(raw, str) else raw)
+    return float(match.group(1)) if match else None
+
+
+def oldest_ages(client, keys: list[str], now: float | None = None) -> dict[str, float | None]:
+    """Seconds each list's head entry has waited: None for an empty list, ``math.inf`` for an
+    entry of unknown age (an older release's)."""
+    now = time.time() if now is None else now
+    heads = client.eval(HEAD_PREFIXES, len(keys), *keys)
+    ages: dict[str, float | None] = {}
+    for key, head in zip(keys, heads):
+        if not head:
+            ages[key] = None
+        else:
+            made = entry_time(head)
+            ages[key] = math.inf if made is None else max(0.0, now - made)
+    return ages
 
 
 def _id_prefix(raw: bytes) -> bytes:
@@ -357,16 +429,17 @@ class Replayed:
     counts: dict[str, int] = field(default_factory=dict)  # items written per list
     drained: bool = False  # every list was empty at the end
     busy: bool = False  # another process holds the replay lock
+    oldest_age: float = 0.0  # seconds the oldest entry written had waited (inf: unknown)
 
 
-def replay(writers: dict[str, Callable[[dict], int]], budget: float | None = None) -> Replayed:
-    """Write the entries of each list in ``writers`` (in that order), oldest first.
+def replay(writers: dict[str, Callable[[list[dict]], int]], budget: float | None = None) -> Replayed:
+    """Write the entries of each list in ``writers`` (in that order), oldest first, in batches.
 
-    ``writers[key](body)`` writes one decoded entry and returns how many items it wrote; it raises
-    if PostgreSQL is unavailable, which ends the replay (the entry stays). An entry that cannot be
-    decoded or written for another reason is moved to UNREADABLE_KEY and logged. ``budget`` limits
-    the seconds spent (the rest is left for the next call). Raises redis.RedisError if Redis is
-    unreachable.
+    ``writers[key](bodies)`` writes decoded entries in one go and returns how many items it wrote;
+    it raises if PostgreSQL is unavailable, which ends the replay (the entries stay). A batch that
+    fails for another reason is written again entry by entry: an entry that cannot be decoded or
+    written is moved to UNREADABLE_KEY and logged. ``budget`` limits the seconds spent (the rest is
+    left for the next call). Raises redis.RedisError if Redis is unreachable.
     """
     redis_client = client()
     token = uuid.uuid4().hex
@@ -380,21 +453,20 @@ def replay(writers: dict[str, Callable[[dict], int]], budget: float | None = Non
             while True:
                 if time.monotonic() >= deadline:
                     return result
-                raw = redis_client.lindex(key, 0)
-                if raw is None:
+                batch = _scripts["head"](keys=[key], args=[REPLAY_BATCH_ENTRIES, REPLAY_BATCH_BYTES])
+                if not batch:
                     break
-                unreadable = False
+                made = entry_time(batch[0])
+                result.oldest_age = max(result.oldest_age, math.inf if made is None else time.time() - made)
                 try:
-                    body = json.loads(raw)
-                    result.counts[key] += write(body)
+                    result.counts[key] += write([json.loads(raw) for raw in batch])
                 except Exception as exc:
                     if database_unavailable(exc):
                         raise
-                    log.error("spool: entry %r of %s cannot be written (%s); moved to %s", raw[:60], key,
-                              describe(exc), UNREADABLE_KEY)
-                    unreadable = True
-                _scripts["pop"](keys=[key, key + ":bytes", UNREADABLE_KEY],
-                                args=[_id_prefix(raw), "1" if unreadable else "0", UNREADABLE_KEEP])
+                    result.counts[key] += _replay_one_by_one(key, write, batch)
+                else:
+                    _scripts["drop"](keys=[key, key + ":bytes"],
+                                     args=[_id_prefix(batch[0]), len(batch), sum(len(raw) for raw in batch)])
                 if not _scripts["lock"](keys=[LOCK_KEY], args=[token, LOCK_SECONDS * 1000]):
                     # Our lock expired (a very slow write) and someone else took over: let them.
                     result.busy = True
@@ -406,3 +478,23 @@ def replay(writers: dict[str, Callable[[dict], int]], budget: float | None = Non
             _scripts["lock"](keys=[LOCK_KEY], args=[token, 0])
         except Exception:  # noqa: BLE001 - it expires by itself
             pass
+
+
+def _replay_one_by_one(key: str, write: Callable[[list[dict]], int], batch: list[bytes]) -> int:
+    """Write ``batch`` (read from the head of ``key``) an entry at a time, moving each entry that
+    cannot be decoded or written to UNREADABLE_KEY; returns the items written."""
+    written = 0
+    for raw in batch:
+        unreadable = False
+        try:
+            written += write([json.loads(raw)])
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise
+            log.error("spool: entry %r of %s cannot be written (%s); moved to %s", raw[:60], key,
+                      describe(exc), UNREADABLE_KEY)
+            unreadable = True
+        if not _scripts["pop"](keys=[key, key + ":bytes", UNREADABLE_KEY],
+                               args=[_id_prefix(raw), "1" if unreadable else "0", UNREADABLE_KEEP]):
+            break  # another replayer took over from here
+    return written

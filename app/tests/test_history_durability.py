@@ -34,6 +34,7 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+from netjobs import history
 from netjobs.leases import UNACKED_KEY
 from tests.conftest import wait_until
 from tests.support.servers import (
@@ -374,6 +375,10 @@ def test_postgres_outage_loses_no_history_and_no_dead_letter(stack):
                 assert stack.spool_lengths()[1] == n_fail + n_flaky
             # PostgreSQL is back: the worker's flushers replay the spool.
             check_everything_after_the_outage(stack, ids, n_fail)
+            # A process that noticed the outage says it is over at its next probe, which may come
+            # after another process has replayed everything.
+            wait_until(lambda: set(outage_lines(w.log(), OUTAGE_END)) >= set(outage_lines(w.log(), OUTAGE_START)),
+                       3 * history.PROBE_INTERVAL + 10, message="the end of the outage logged by every process")
         except BaseException:
             print("spool lengths", stack.spool_lengths(), "\nworker log (history lines):\n"
                   + "\n".join(line for line in w.log().splitlines() if "history" in line or "spool" in line))
@@ -623,6 +628,8 @@ def test_a_task_s_outcome_is_recorded_before_its_message_is_acknowledged(stack):
             wait_until(lambda: client.hlen(UNACKED_KEY) == 0, 10, message="the three messages acknowledged")
         os.kill(children.pop(), signal.SIGKILL)
         ids = [task_id for task_id, _ in done]
-        wait_until(lambda: len(finished_rows(stack, ids)) == 3, 10, interval=0.5,
+        # They were handed over to the Redis spool before each ack; the worker's main process replays
+        # what the killed child left there (history.SPOOL_CHECK_INTERVAL).
+        wait_until(lambda: len(finished_rows(stack, ids)) == 3, 3 * history.SPOOL_CHECK_INTERVAL + 15, interval=0.5,
                    message="SUCCESS rows of the tasks a SIGKILLed child had finished")
         assert w.proc.poll() is None

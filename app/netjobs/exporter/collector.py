@@ -175,9 +175,15 @@ def redis_families(r: RedisReading, oldest: dict[str, float]) -> list:
                                       labels=["spool"])
     for name, length in r.spool_entries.items():
         spool_entries.add_metric([name], length)
+    spool_age = GaugeMetricFamily("netjobs_history_spool_oldest_seconds",
+                                  "Seconds the oldest batch in the Redis spool has waited for PostgreSQL (0: empty). "
+                                  "Workers hand history over through the spool, so a second or two is normal.",
+                                  labels=["spool"])
+    for name, seconds in r.spool_oldest_age.items():
+        spool_age.add_metric([name], seconds)
 
     return [waiting, unacked, age, consumers, worker_up, lost, held, holder, tick, enabled_count, enabled, last_run,
-            overdue, spool_entries, *task_families(r.counters)]
+            overdue, spool_entries, spool_age, *task_families(r.counters)]
 
 
 def task_families(counters: dict[str, dict[str, float]]) -> list:

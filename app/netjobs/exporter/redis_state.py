@@ -60,6 +60,7 @@ class RedisReading:
     schedules: list[Schedule]
     counters: dict[str, dict[str, float]]
     spool_entries: dict[str, int]
+    spool_oldest_age: dict[str, float]  # seconds the head entry has waited (0 when empty, inf unknown)
 
 
 def _text(value) -> str | None:
@@ -189,6 +190,8 @@ def read_redis(broker, beat, settings: Settings) -> RedisReading:
         lost_worker_tasks=len(orphaned_messages(broker, settings, now=time.time(), early=True)),
         beat_lock_held=pttl != -2, beat_holder_host=holder.get("host") if holder else None,
         beat_tick_age=tick_age, schedules=schedules, counters=counters, spool_entries=spool_entries,
+        spool_oldest_age={name: age or 0.0 for name, age
+                          in zip(SPOOLS, spool.oldest_ages(broker, list(SPOOLS.values()), now).values())},
     )
 
 

@@ -117,10 +117,10 @@ def spool_entry(letters: list[dict]) -> str:
                                             for d in letters]})
 
 
-def replay_entry(body: dict) -> int:
-    """Write one dead-letter spool entry; returns the dead letters written."""
+def replay_entries(bodies: list[dict]) -> int:
+    """Write dead-letter spool entries in one go; returns the dead letters written."""
     letters = [storable_dead_letter(**{**d, "failed_at": spool.parse_datetime(d["failed_at"])})
-               for d in body["letters"]]
+               for body in bodies for d in body["letters"]]
     return write_dead_letters(letters)
 
 

@@ -154,16 +154,26 @@ class Doctor:
                  f"expires ({self.settings.worker_lease_seconds}s after the last renewal); if none does, start one")
 
     def history_spool(self, client) -> None:
-        from netjobs.spool import DEAD_LETTERS_KEY, HISTORY_KEY
+        # Workers hand every finished task's history over through the spool, so entries in it are
+        # normal; entries that wait longer than a hand-off takes are not.
+        from netjobs.spool import DEAD_LETTERS_KEY, HISTORY_KEY, STALE_SECONDS, oldest_ages
 
         with client.pipeline(transaction=False) as pipe:
             pipe.llen(HISTORY_KEY)
             pipe.llen(DEAD_LETTERS_KEY)
             history, letters = pipe.execute()
-        self.add("history spool", not (history or letters),
-                 "empty" if not (history or letters) else
-                 f"{history} job_runs batches and {letters} dead-letter batches wait in Redis for PostgreSQL "
-                 "(written by the next process that reaches it)", WARNING)
+        ages = [age for age in oldest_ages(client, [HISTORY_KEY, DEAD_LETTERS_KEY]).values() if age is not None]
+        oldest = max(ages, default=0.0)
+        stuck = oldest >= STALE_SECONDS
+        if not (history or letters):
+            detail = "empty"
+        elif not stuck:
+            detail = f"{history} job_runs batches and {letters} dead-letter batches being handed over (oldest {oldest:.0f}s)"
+        else:
+            waited = "of unknown age" if oldest == float("inf") else f"the oldest for {oldest:.0f}s"
+            detail = (f"{history} job_runs batches and {letters} dead-letter batches wait in Redis for PostgreSQL, "
+                      f"{waited} (written by the next process that reaches it)")
+        self.add("history spool", not stuck, detail, WARNING)
 
     def config_archive(self) -> None:
         """The git view of the archive on this host (the archive itself is the database)."""
