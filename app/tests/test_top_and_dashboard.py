@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pty
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -158,21 +160,47 @@ def _interruptible() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def _read_until(fd: int, done, timeout: float) -> str:
+    """What ``fd`` (a pty's master side) gives until ``done(text so far)``, EOF or ``timeout``."""
+    text, deadline = "", time.monotonic() + timeout
+    while not done(text) and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the other side is closed
+            break
+        if not chunk:
+            break
+        text += chunk.decode(errors="replace")
+    return text
+
+
 def test_top_refreshes_until_ctrl_c_and_then_exits_0(netjobs_env, worker, db):
+    # On a terminal (a pty), as an operator runs it: rich's Live draws each frame there at once,
+    # so the test waits for frames instead of a fixed time (on a pipe it writes only when it stops).
+    master, slave = pty.openpty()
+    os.set_blocking(master, False)
     proc = subprocess.Popen([str(NETJOBS), "top", "--interval", "0.3"], env={**os.environ, **WIDE},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE, text=True,
                             preexec_fn=_interruptible)
+    os.close(slave)
     try:
-        time.sleep(2.5)  # several refreshes
-        assert proc.poll() is None, proc.communicate()
+        frame = _read_until(master, lambda out: "queues" in out and worker.hostname in out, 120)
+        assert "queues" in frame and worker.hostname in frame, frame[-3000:]
+        later = _read_until(master, lambda out: out.count("queues") >= 2, 60)  # it refreshes
+        assert later.count("queues") >= 2, later[-3000:]
+        assert proc.poll() is None
         proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)  # generous: CI machines are loaded
+        rest = _read_until(master, lambda out: False, 60)
+        _, stderr = proc.communicate(timeout=60)  # generous: CI machines are loaded
     finally:
         if proc.poll() is None:
             proc.kill()
+        os.close(master)
     assert proc.returncode == 0, stderr
-    assert "Traceback" not in stdout + stderr
-    assert "queues" in stdout and worker.hostname in stdout
+    assert "Traceback" not in frame + later + rest + stderr
 
 
 def test_top_json_without_once_is_bad_input(netjobs_env):
