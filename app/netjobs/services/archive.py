@@ -14,11 +14,14 @@ ids on every host. ``config_snapshots.git_commit`` records them.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import itertools
 import logging
 import os
 import re
 import subprocess
+import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -38,7 +41,8 @@ SNAPSHOT_TRAILER = "Netjobs-Snapshot-Id"
 # Only snapshots older than this are exported: a snapshot row becomes visible when its transaction
 # commits, which can be after a later row's; in practice a few milliseconds.
 EXPORT_SETTLE = timedelta(seconds=60)
-EXPORT_BATCH = 2000
+EXPORT_BATCH = 2000  # commits per fast-import run (and transaction)
+EXPORT_FETCH = 20  # rows fetched from PostgreSQL at a time while streaming them to git
 _HEX = re.compile(r"^[0-9a-f]{7,64}$")
 
 
@@ -397,21 +401,25 @@ def export_git(repo: Path, now: datetime | None = None) -> dict:
         while True:
             after = _last_exported(repo)
             with session_scope() as session:
+                # A server-side cursor, each row written to git as it comes: holding a batch of whole
+                # configurations took several times its size, and every backup worker exports on
+                # start (a 2,000-row batch put a fresh one past its 384 MiB limit).
                 rows = session.execute(text("""
                     SELECT s.id, d.name, s.collected_at, s.task_id, c.content
                     FROM config_snapshots s JOIN devices d ON d.id = s.device_id
                     JOIN config_contents c ON c.content_hash = s.content_hash
                     WHERE s.changed AND s.id > :after AND s.collected_at < :settled
                     ORDER BY s.id LIMIT :limit
-                """), {"after": after, "settled": now - EXPORT_SETTLE, "limit": EXPORT_BATCH}).all()
-            if not rows:
+                """), {"after": after, "settled": now - EXPORT_SETTLE, "limit": EXPORT_BATCH},
+                    execution_options={"yield_per": EXPORT_FETCH})
+                commits = _fast_import(repo, rows)
+            if not commits:
                 break
-            commits = _fast_import(repo, rows)
             with session_scope() as session:
                 for snapshot_id, sha in commits.items():
                     session.execute(update(ConfigSnapshot).where(ConfigSnapshot.id == snapshot_id)
                                     .values(git_commit=sha))
-            exported += len(rows)
+            exported += len(commits)
         head = git(repo, "rev-parse", "--verify", "-q", "HEAD", check=False).stdout.strip() or None
         if head and exported:
             git(repo, "reset", "-q", "--hard", "HEAD")  # the working tree follows, for those who look there
@@ -419,28 +427,48 @@ def export_git(repo: Path, now: datetime | None = None) -> dict:
 
 
 def _fast_import(repo: Path, rows) -> dict[int, str]:
-    """One commit per row through `git fast-import`; returns snapshot id -> commit id."""
+    """One commit per row through `git fast-import`, written as the rows come; returns snapshot id ->
+    commit id (empty, and no git run, when there are no rows)."""
+    rows = iter(rows)
+    first = next(rows, None)
+    if first is None:
+        return {}
     has_head = git(repo, "rev-parse", "--verify", "-q", "HEAD", check=False).returncode == 0
-    stream = []
-    for index, (snapshot_id, device, collected_at, task_id, content) in enumerate(rows):
-        message = f"{device}: configuration changed\n\n{SNAPSHOT_TRAILER}: {snapshot_id}\n"
-        if task_id:
-            message += f"Netjobs-Task-Id: {task_id}\n"
-        stamp = int(collected_at.timestamp())
-        data = content.encode()
-        msg = message.encode()
-        stream.append(f"commit refs/heads/main\nmark :{snapshot_id}\n"
-                      f"committer {EXPORT_IDENTITY} {stamp} +0000\n".encode())
-        stream.append(f"data {len(msg)}\n".encode() + msg)
-        if index == 0 and has_head:
-            stream.append(b"from refs/heads/main^0\n")
-        stream.append(f"M 100644 inline {device_filename(device)}\ndata {len(data)}\n".encode() + data + b"\n")
     marks = repo / ".git" / "netjobs-export-marks"
-    result = subprocess.run(["git", "-C", str(repo), "fast-import", "--quiet", f"--export-marks={marks}"],
-                            input=b"".join(stream), capture_output=True,
-                            env={**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"})
-    if result.returncode != 0:
-        raise GitError(f"git fast-import failed in {repo}: {result.stderr.decode(errors='replace').strip()}")
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(["git", "-C", str(repo), "fast-import", "--quiet", f"--export-marks={marks}"],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors,
+                                env={**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"})
+        try:
+            for index, row in enumerate(itertools.chain([first], rows)):
+                snapshot_id, device, collected_at, task_id, content = row
+                message = f"{device}: configuration changed\n\n{SNAPSHOT_TRAILER}: {snapshot_id}\n"
+                if task_id:
+                    message += f"Netjobs-Task-Id: {task_id}\n"
+                stamp = int(collected_at.timestamp())
+                data = content.encode()
+                msg = message.encode()
+                proc.stdin.write(f"commit refs/heads/main\nmark :{snapshot_id}\n"
+                                 f"committer {EXPORT_IDENTITY} {stamp} +0000\n".encode())
+                proc.stdin.write(f"data {len(msg)}\n".encode() + msg)
+                if index == 0 and has_head:
+                    proc.stdin.write(b"from refs/heads/main^0\n")
+                proc.stdin.write(f"M 100644 inline {device_filename(device)}\ndata {len(data)}\n".encode())
+                proc.stdin.write(data)
+                proc.stdin.write(b"\n")
+            proc.stdin.close()
+        except BrokenPipeError:  # git stopped reading: its exit status and message below say why
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        except BaseException:
+            proc.kill()  # a batch cut short is not committed: fast-import updates the branch at the end only
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+            proc.wait()
+            raise
+        if proc.wait() != 0:
+            errors.seek(0)
+            raise GitError(f"git fast-import failed in {repo}: {errors.read().decode(errors='replace').strip()}")
     commits = {}
     for line in marks.read_text().splitlines():
         mark, sha = line.split()
