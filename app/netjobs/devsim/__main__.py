@@ -212,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     span = f"{first}" if first == last else f"{first}-{last}"
     print(f"devsim: {len(ports)} device(s) listening on {args.listen}:{span}", flush=True)
     if args.stats_file:
+        write_stats(fleet, args.stats_file)  # at once: a reader may look before the first second is up
         while not stop.wait(1.0):
             write_stats(fleet, args.stats_file)
         write_stats(fleet, args.stats_file)
