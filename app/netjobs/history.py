@@ -215,12 +215,15 @@ class HistoryRecorder:
     def database_down(self) -> bool:
         return self._down_since is not None
 
-    def record(self, event: RunEvent) -> None:
+    def _is_enabled(self) -> bool:
         if self.enabled is None:
             from netjobs.config import get_settings
 
             self.enabled = get_settings().history_enabled
-        if not self.enabled:
+        return self.enabled
+
+    def record(self, event: RunEvent) -> None:
+        if not self._is_enabled():
             return
         with self._lock:
             if len(self._buffer) >= MAX_BUFFERED:
@@ -468,11 +471,7 @@ class HistoryRecorder:
     def start(self) -> None:
         """Run the flusher from now on, before any event (a worker's main process: it replays what
         children killed right after a hand-off left in the spool)."""
-        if self.enabled is None:
-            from netjobs.config import get_settings
-
-            self.enabled = get_settings().history_enabled
-        if self.enabled:
+        if self._is_enabled():
             self._ensure_thread()
 
     # --- the flusher thread ---------------------------------------------------------------------
