@@ -384,19 +384,18 @@ def entry_time(raw: bytes | str) -> float | None:
     return float(match.group(1)) if match else None
 
 
+def entry_age(raw: bytes | str, now: float) -> float:
+    """Seconds the entry ``raw`` has waited at ``now``; ``math.inf`` for an entry of unknown age (an
+    older release's)."""
+    made = entry_time(raw)
+    return math.inf if made is None else max(0.0, now - made)
+
+
 def oldest_ages(client, keys: list[str], now: float | None = None) -> dict[str, float | None]:
-    """Seconds each list's head entry has waited: None for an empty list, ``math.inf`` for an
-    entry of unknown age (an older release's)."""
+    """Seconds each list's head entry has waited (:func:`entry_age`); None for an empty list."""
     now = time.time() if now is None else now
     heads = client.eval(HEAD_PREFIXES, len(keys), *keys)
-    ages: dict[str, float | None] = {}
-    for key, head in zip(keys, heads):
-        if not head:
-            ages[key] = None
-        else:
-            made = entry_time(head)
-            ages[key] = math.inf if made is None else max(0.0, now - made)
-    return ages
+    return {key: entry_age(head, now) if head else None for key, head in zip(keys, heads)}
 
 
 def _id_prefix(raw: bytes) -> bytes:
@@ -456,8 +455,7 @@ def replay(writers: dict[str, Callable[[list[dict]], int]], budget: float | None
                 batch = _scripts["head"](keys=[key], args=[REPLAY_BATCH_ENTRIES, REPLAY_BATCH_BYTES])
                 if not batch:
                     break
-                made = entry_time(batch[0])
-                result.oldest_age = max(result.oldest_age, math.inf if made is None else time.time() - made)
+                result.oldest_age = max(result.oldest_age, entry_age(batch[0], time.time()))
                 try:
                     result.counts[key] += write([json.loads(raw) for raw in batch])
                 except Exception as exc:
