@@ -64,6 +64,10 @@ PROBE_CONNECT_TIMEOUT = 3  # seconds a check may wait for a connection
 SPOOL_CHECK_INTERVAL = 5.0  # seconds between looks for a spool left by other processes
 REPLAY_SLICE = 2.0  # seconds of replaying per flusher pass, so the process's own events go on too
 HAND_OFF_DELAY = FLUSH_INTERVAL  # seconds between a hand-off to the spool and its batched write
+# A process that has not handed off replays only entries older than this: younger ones are other
+# processes' hand-offs, which they write themselves (so a worker's main process, which runs no task,
+# does not load the database stack and hold a connection only to race its children).
+LEFT_BEHIND_SECONDS = 2 * SPOOL_CHECK_INTERVAL
 
 COLUMNS = (
     "task_id", "task_name", "parent_id", "root_id", "group_id", "queue", "worker", "state",
@@ -424,9 +428,9 @@ class HistoryRecorder:
         return self._next_spool_check
 
     def _replay(self) -> None:
-        self._handed_off = False
+        handed_off, self._handed_off = self._handed_off, False
         try:
-            if not self._recovering and not any(spool.lengths().values()):
+            if not self._recovering and not _spool_waits_for(handed_off):
                 self._replay_done()  # the usual case: one round trip, nothing to do
                 return
             result = replay_spool(budget=REPLAY_SLICE)
@@ -598,6 +602,16 @@ def replay_entries(bodies: list[dict]) -> int:
                 values[name] = spool.parse_datetime(values.get(name))
             rows.append(_storable([values.get(name) for name in COLUMNS]))
     return sum(_write_rows(round_) for round_ in in_rounds(rows, task_id=lambda row: row[0]))
+
+
+def _spool_waits_for(handed_off: bool) -> bool:
+    """Whether the spool holds what this process should replay now: anything, if it handed off since
+    its last replay; else dead letters, or job_runs entries left behind (LEFT_BEHIND_SECONDS old)."""
+    if handed_off:
+        return any(spool.lengths().values())
+    ages = spool.oldest_ages(spool.client(), [spool.DEAD_LETTERS_KEY, spool.HISTORY_KEY])
+    runs_age = ages[spool.HISTORY_KEY]
+    return ages[spool.DEAD_LETTERS_KEY] is not None or (runs_age is not None and runs_age >= LEFT_BEHIND_SECONDS)
 
 
 def replay_spool(budget: float | None = None) -> dict:

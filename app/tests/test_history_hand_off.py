@@ -190,3 +190,26 @@ def test_a_process_that_handed_off_writes_its_hand_offs_before_it_exits(own_brok
     client = redis.Redis.from_url(own_broker_env["NETJOBS_BROKER_URL"])
     assert client.llen(spool.HISTORY_KEY) == 0
     client.close()
+
+
+def test_a_process_that_did_not_hand_off_replays_only_what_was_left_behind(own_spool, db, monkeypatch):
+    # A worker's main process runs no task: its children's fresh hand-offs are theirs to write, and
+    # replaying them would load the database stack into the main process for nothing.
+    monkeypatch.setattr(history, "LEFT_BEHIND_SECONDS", 300)
+    bystander = history.HistoryRecorder()
+    bystander.enabled = True
+    fresh = hand_off_tasks(3)
+    bystander._replay()
+    assert own_spool.llen(spool.HISTORY_KEY) == 6
+    assert finished(db, fresh) == {}
+
+    # A child killed right after its hand-off left this ten minutes ago.
+    task_id = uuid.uuid4().hex
+    [entry] = history._spool_entries([history.RunEvent(task_id, history.SUCCESS, history._now(),
+                                                       finished_at=history._now())])
+    made = spool.entry_time(entry)
+    own_spool.lpush(spool.HISTORY_KEY, entry.replace(f'"at":{made:.3f}', f'"at":{made - 600:.3f}', 1))
+    bystander._replay()
+    assert {row[0] for row in finished(db, [task_id, *fresh]).values()} == {"SUCCESS"}
+    assert len(finished(db, [task_id, *fresh])) == 4  # the whole spool, once something was left behind
+    assert own_spool.llen(spool.HISTORY_KEY) == 0
