@@ -261,9 +261,10 @@ class HistoryRecorder:
                 self._store_dead_letters(letters)
             if not pending:
                 return 0
-            self._count(pending)
             if hand_off:
-                if self._push(spool.HISTORY_KEY, lambda: _spool_entries(pending)):
+                fresh = _uncounted(pending)  # counted in the hand-off's round trip
+                if self._push(spool.HISTORY_KEY, lambda: _spool_entries(pending),
+                              also=lambda pipe: metrics.add_counts(pipe, fresh)):
                     self._handed_off = True
                     due = time.monotonic() + HAND_OFF_DELAY
                     if due < self._next_spool_check:  # the first hand-off since the last replay
@@ -273,6 +274,8 @@ class HistoryRecorder:
                 if self._down_since is not None:  # neither takes them now: the flusher tries again
                     self._keep_in_memory(pending)
                     return 0
+            else:
+                self._count(pending)
             if self._down_since is None:
                 try:
                     written = _write(pending)
@@ -290,9 +293,7 @@ class HistoryRecorder:
     def _count(self, events: list[RunEvent]) -> None:
         """Add the events to the task counters in Redis (one pipeline). Rows put back into the buffer
         after a failed spool are not counted again; counts Redis cannot take are lost, not retried."""
-        fresh = [event for event in events if not event.counted]
-        for event in fresh:
-            event.counted = True
+        fresh = _uncounted(events)
         # While Redis is unreachable, try only every PROBE_INTERVAL: a flush must not wait on it each time.
         if not fresh or (self._count_failing and time.monotonic() < self._count_retry_at):
             return
@@ -375,17 +376,17 @@ class HistoryRecorder:
             log.error("job history: %d events waiting in memory; dropping the oldest until PostgreSQL or "
                       "the Redis spool takes them", MAX_BUFFERED)
 
-    def _push(self, key: str, make_entries) -> bool:
-        """Push ``make_entries()`` to the spool list ``key``. After a failure the flusher tries again
-        only every PROBE_INTERVAL seconds (no serializing of a large buffer every flush while Redis is
-        down); other callers (shutdown, tests) always try."""
+    def _push(self, key: str, make_entries, also=None) -> bool:
+        """Push ``make_entries()`` to the spool list ``key`` (with ``also``, see spool.push). After a
+        failure the flusher tries again only every PROBE_INTERVAL seconds (no serializing of a large
+        buffer every flush while Redis is down); other callers (shutdown, tests) always try."""
         now = time.monotonic()
         if (key in self._spool_trouble and now < self._spool_retry_at.get(key, 0.0)
                 and threading.current_thread() is self._thread):
             return False
         self._spool_retry_at[key] = now + PROBE_INTERVAL
         try:
-            pushed = spool.push(key, make_entries())
+            pushed = spool.push(key, make_entries(), also)
             trouble = None if pushed else (f"spool full: {key} holds {spool.MAX_ENTRIES} entries or "
                                            f"{spool.MAX_BYTES // 2**20} MiB")
         except Exception as exc:  # noqa: BLE001 - Redis unreachable too
@@ -516,6 +517,15 @@ _TEXT_LIMITS = {
 _TEXT_COLUMNS = tuple((COLUMNS.index(name), limit) for name, limit in _TEXT_LIMITS.items())
 _DATETIME_COLUMNS = frozenset({"state_at", "published_at", "started_at", "finished_at"})
 _INT_LIMITS = {COLUMNS.index("retries"): 2**31 - 1, COLUMNS.index("duration_ms"): 2**63 - 1}
+
+
+def _uncounted(events: list[RunEvent]) -> list[RunEvent]:
+    """The events not yet added to the task counters, marked as added: a count is tried once (rows
+    put back into the buffer after a failed spool are not counted again)."""
+    fresh = [event for event in events if not event.counted]
+    for event in fresh:
+        event.counted = True
+    return fresh
 
 
 def _storable(values: list) -> tuple:

@@ -111,17 +111,23 @@ def tally(events: Iterable) -> dict[str, Counter]:
 
 def count_events(client, events: list) -> int:
     """Add a flushed batch of history events to the counters: one pipeline. Returns fields changed."""
-    changes = 0
     with client.pipeline(transaction=False) as pipe:
-        for key, counts in tally(events).items():
-            for name, amount in counts.items():
-                if isinstance(amount, float):
-                    pipe.hincrbyfloat(key, name, amount)
-                else:
-                    pipe.hincrby(key, name, amount)
-                changes += 1
+        changes = add_counts(pipe, events)
         if changes:
             pipe.execute()
+    return changes
+
+
+def add_counts(pipe, events: list) -> int:
+    """Queue on ``pipe`` what ``events`` add to the counters. Returns the number of fields changed."""
+    changes = 0
+    for key, counts in tally(events).items():
+        for name, amount in counts.items():
+            if isinstance(amount, float):
+                pipe.hincrbyfloat(key, name, amount)
+            else:
+                pipe.hincrby(key, name, amount)
+            changes += 1
     return changes
 
 

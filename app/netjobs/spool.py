@@ -53,6 +53,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
+import redis.exceptions
+
 log = logging.getLogger(__name__)
 
 PREFIX = "netjobs:spool:"
@@ -406,13 +408,30 @@ def _id_prefix(raw: bytes) -> bytes:
     return raw  # not one of ours: compare it whole
 
 
-def push(key: str, entries: list[str]) -> bool:
+def push(key: str, entries: list[str], also: Callable | None = None) -> bool:
     """Append ``entries`` to the list ``key``; False if they do not fit its caps (nothing appended).
-    Raises redis.RedisError if Redis is unreachable."""
-    if not entries:
+    ``also(pipeline)`` queues other commands (task counters) for the same round trip; they apply
+    whether or not the entries fit. Raises redis.RedisError if Redis is unreachable."""
+    if not entries and also is None:
         return True
-    client()
-    return _scripts["push"](keys=[key, key + ":bytes"], args=[MAX_ENTRIES, MAX_BYTES, *entries]) >= 0
+    redis_client = client()
+    script = _scripts["push"]
+    keys, args = [key, key + ":bytes"], [MAX_ENTRIES, MAX_BYTES, *entries]
+    if also is None:
+        return script(keys=keys, args=args) >= 0
+    # A pipeline with a Script object would ask SCRIPT EXISTS first (a round trip of its own):
+    # EVALSHA, and the script itself only if Redis does not know it yet (after a restart).
+    with redis_client.pipeline(transaction=False) as pipe:
+        also(pipe)
+        if entries:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        replies = pipe.execute(raise_on_error=False)
+    for reply in replies:
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            return script(keys=keys, args=args) >= 0
+        if isinstance(reply, Exception):
+            raise reply
+    return not entries or replies[-1] >= 0
 
 
 def lengths() -> dict[str, int]:

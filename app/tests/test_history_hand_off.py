@@ -213,3 +213,22 @@ def test_a_process_that_did_not_hand_off_replays_only_what_was_left_behind(own_s
     assert {row[0] for row in finished(db, [task_id, *fresh]).values()} == {"SUCCESS"}
     assert len(finished(db, [task_id, *fresh])) == 4  # the whole spool, once something was left behind
     assert own_spool.llen(spool.HISTORY_KEY) == 0
+
+
+def test_a_hand_off_and_its_task_counters_go_in_one_round_trip_even_after_a_script_flush(own_spool):
+    from netjobs import metrics
+
+    events = [history.RunEvent("t1", history.SUCCESS, history._now(), task_name="netjobs.diag.ping", queue="default",
+                               duration_ms=5)]
+    own_spool.script_load(spool._PUSH)  # as after any earlier push
+    own_spool.config_resetstat()
+    assert spool.push(spool.HISTORY_KEY, history._spool_entries(events), lambda pipe: metrics.add_counts(pipe, events))
+    stats = own_spool.info("commandstats")
+    assert "cmdstat_script|exists" not in stats  # a Script object in a pipeline would ask first
+    assert stats["cmdstat_hincrby"]["calls"] == 2 and "cmdstat_script|load" not in stats
+
+    # After a Redis restart the script is unknown: it is loaded, and the counters are not added twice.
+    own_spool.script_flush()
+    assert spool.push(spool.HISTORY_KEY, history._spool_entries(events), lambda pipe: metrics.add_counts(pipe, events))
+    assert own_spool.llen(spool.HISTORY_KEY) == 2
+    assert own_spool.hget(metrics.TASKS_KEY, metrics.field("netjobs.diag.ping", "default", "SUCCESS")) == b"2"
