@@ -131,7 +131,8 @@ def _process_tree(pid: int) -> list[int]:
 
 
 def cpu_seconds(roots: dict[str, int]) -> dict[str, float]:
-    """User+system CPU seconds used so far by each named process tree (Linux /proc)."""
+    """User+system CPU seconds used so far by each named process tree (Linux /proc), including
+    children that exited and were waited for (a prefork child recycled by --max-tasks-per-child)."""
     used = {}
     for name, root in roots.items():
         total = 0
@@ -140,7 +141,7 @@ def cpu_seconds(roots: dict[str, int]) -> dict[str, float]:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except FileNotFoundError:
                 continue
-            total += int(fields[11]) + int(fields[12])
+            total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
         used[name] = total / CLOCK_TICKS
     return used
 
@@ -492,11 +493,13 @@ def measure(kind: str, n: int, mode: str, env: dict, servers: dict[str, int], re
 
 
 def breakdown_runs(env: dict) -> list[tuple[str, str, dict]]:
-    """(label, worker options, environment) of the default-queue profile with everything on, then
-    with each semantic off alone."""
+    """(label, worker options, environment) of the deployed `default` worker group with everything on,
+    then with each semantic off alone."""
     runs = []
+    deployed = deployed_default_options()
     for off in (None, *SEMANTICS):
-        options = SHORT_TASKS if off != "events" else " ".join(o for o in SHORT_TASKS.split() if o != "-E")
+        options = deployed if off != "events" else shlex.join(o for o in shlex.split(deployed)
+                                                              if o not in ("-E", "--task-events"))
         label = "default profile, all on" if off is None else f"default profile, {off} OFF"
         runs.append((label, options, {**env, "NETJOBS_HISTORY_ENABLED": "false" if off == "history" else "true",
                                       "BENCH_SEMANTICS_OFF": off if off in SEMANTIC_SETTINGS else "",
@@ -525,7 +528,7 @@ def breakdown_summary(runs: list[dict]) -> list[dict]:
 
 
 def print_breakdown(lines: list[dict]) -> None:
-    print(f"\nper-semantic breakdown (netjobs `default` queue profile: short-tasks worker), N={lines[0]['n']}, "
+    print(f"\nper-semantic breakdown (netjobs `default` queue profile: {DEPLOYED} worker), N={lines[0]['n']}, "
           f"median of {lines[0]['passes']} interleaved pass(es)")
     print(f"{'run':34} {'tasks/s':>8} {'vs all on':>9} {'CPU us/task':>11} {'CPU vs all on':>13}  "
           f"{'tasks/s each':<20} load (1 min) each")
