@@ -17,7 +17,8 @@ History never stalls and never vanishes (the mechanics are in :mod:`netjobs.spoo
   batch to the Redis spool instead of retrying it; every PROBE_INTERVAL seconds it checks whether
   PostgreSQL answers again, then replays the spool and logs one line with what it replayed. Any
   process's flusher also looks for a spool left by others (at start and every
-  SPOOL_CHECK_INTERVAL seconds), e.g. by a process killed during an outage.
+  SPOOL_CHECK_INTERVAL seconds), e.g. by a process killed during an outage; one that has not handed
+  off itself replays only entries older than LEFT_BEHIND_SECONDS.
 * If Redis is unreachable too (or the spool is full), events stay in memory, at most MAX_BUFFERED
   (the oldest are dropped beyond that, said once).
 * The buffer is written, or spooled, at worker shutdown (``worker_shutdown``), when a prefork child
@@ -25,11 +26,11 @@ History never stalls and never vanishes (the mechanics are in :mod:`netjobs.spoo
   ``worker_process_shutdown`` in the child before it exits), and at interpreter exit.
 
 * A task's own events are handed over when it finishes (``task_postrun``), before its message is
-  acknowledged: pushed to the Redis spool in one round trip (the ack that follows goes to the same
-  Redis, so its AOF never holds the ack without them), or written to PostgreSQL if Redis refuses
-  them. A process killed after that loses nothing of it. The flusher then writes the spool to
-  PostgreSQL in batches within HAND_OFF_DELAY seconds, so a task costs one RPUSH instead of a
-  PostgreSQL transaction.
+  acknowledged: pushed to the Redis spool, with their task counters, in one round trip (the ack
+  that follows goes to the same Redis, so its AOF never holds the ack without them), or written to
+  PostgreSQL if Redis refuses them. A process killed after that loses nothing of it. The flusher then writes the spool to
+  PostgreSQL in batches within HAND_OFF_DELAY seconds, so a task costs one Redis round trip instead
+  of a PostgreSQL transaction.
 
 What a process still holds in memory when it is killed with SIGKILL is lost: the events of the
 task it was running (that task is delivered again, and records again) and a producer's last
