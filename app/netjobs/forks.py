@@ -1,4 +1,4 @@
-"""Keep forks out of other threads' library calls.
+"""Keep forks out of other threads' library calls, and keep what a fork shares shared.
 
 A prefork worker's parent forks pool children at any time (start, max-tasks-per-child, a lost
 child), and netjobs runs threads in that parent (the archive probe, the history flusher). A child
@@ -9,14 +9,21 @@ for ever: seen as backups stuck PENDING (the child never finished worker_process
 ``no_fork_during()`` marks such a section; a fork of this process (os.register_at_fork) waits until
 no thread is inside one. Only the forking thread waits, for at most one section, and processes
 that do not fork never wait at all.
+
+A worker freezes its heap (``gc.freeze``) once its modules are loaded, before the pool forks: a
+garbage collection in a child writes to the header of every object it examines, which would copy
+each page of the parent's heap into the child (copy-on-write) at its first full collection.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from contextlib import contextmanager
 from typing import Iterator
+
+from celery import signals
 
 _sections = threading.Condition()
 _inside = 0
@@ -61,3 +68,10 @@ def _after_fork_in_child() -> None:
 
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
                     after_in_child=_after_fork_in_child)
+
+
+@signals.worker_init.connect
+def _freeze_loaded_heap(**_):
+    # Sent after the task modules are imported and before the pool starts. What is frozen is never
+    # collected: modules, classes and functions, which live as long as the process anyway.
+    gc.freeze()
