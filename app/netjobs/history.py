@@ -28,9 +28,9 @@ History never stalls and never vanishes (the mechanics are in :mod:`netjobs.spoo
 * A task's own events are handed over when it finishes (``task_postrun``), before its message is
   acknowledged: pushed to the Redis spool, with their task counters, in one round trip (the ack
   that follows goes to the same Redis, so its AOF never holds the ack without them), or written to
-  PostgreSQL if Redis refuses them. A process killed after that loses nothing of it. The flusher then writes the spool to
-  PostgreSQL in batches within HAND_OFF_DELAY seconds, so a task costs one Redis round trip instead
-  of a PostgreSQL transaction.
+  PostgreSQL if Redis refuses them. A process killed after that loses nothing of it. The flusher
+  then writes the spool to PostgreSQL in batches within HAND_OFF_DELAY seconds, so a task costs one
+  Redis round trip instead of a PostgreSQL transaction.
 
 What a process still holds in memory when it is killed with SIGKILL is lost: the events of the
 task it was running (that task is delivered again, and records again) and a producer's last
