@@ -417,12 +417,11 @@ def push(key: str, entries: list[str], also: Callable | None = None) -> bool:
     redis_client = client()
     script = _scripts["push"]
     keys, args = [key, key + ":bytes"], [MAX_ENTRIES, MAX_BYTES, *entries]
-    if also is None:
-        return script(keys=keys, args=args) >= 0
-    # A pipeline with a Script object would ask SCRIPT EXISTS first (a round trip of its own):
-    # EVALSHA, and the script itself only if Redis does not know it yet (after a restart).
+    # EVALSHA in a plain pipeline: with a Script object redis-py would send SCRIPT EXISTS first, a
+    # round trip of its own. The script is sent only if Redis does not know it (after a restart).
     with redis_client.pipeline(transaction=False) as pipe:
-        also(pipe)
+        if also is not None:
+            also(pipe)
         if entries:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
         replies = pipe.execute(raise_on_error=False)
